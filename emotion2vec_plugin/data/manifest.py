@@ -1,0 +1,114 @@
+"""Reading fairseq wav manifests.
+
+A manifest is the format of fairseq's ``examples/wav2vec/wav2vec_manifest.py``::
+
+    /abs/path/to/audio/root
+    relative/path/a.wav<TAB>48000
+    relative/path/b.flac<TAB>31200
+
+Line 1 is the root directory; every further line is a path relative to the root and its length
+in samples at 16 kHz. This module parses that format with errors that name the file and line.
+It has no dependency on fairseq or torch so that the manifest tools can share it.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file, the line and the fix."""
+
+
+@dataclass
+class Manifest:
+    """A parsed manifest.
+
+    Attributes:
+        path: the manifest file.
+        root: the audio root directory (line 1).
+        names: relative paths, one per utterance.
+        sizes: lengths in samples, one per utterance.
+        line_numbers: the 1-based line each utterance came from (for error messages).
+    """
+
+    path: str
+    root: str
+    names: List[str]
+    sizes: List[int]
+    line_numbers: List[int]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def full_path(self, i: int) -> str:
+        return os.path.join(self.root, self.names[i])
+
+    def where(self, i: int) -> str:
+        """``manifest:line`` of utterance ``i``, for error messages."""
+        return f"{self.path}:{self.line_numbers[i]}"
+
+
+def read_manifest(path: str, check_root: bool = True) -> Manifest:
+    """Parse a fairseq wav manifest.
+
+    Args:
+        path: the ``.tsv`` file.
+        check_root: raise if the root directory on line 1 does not exist.
+
+    Raises:
+        ManifestError: empty file, missing root, a line without ``<TAB>num_samples``, a
+            non-integer or non-positive length. The message gives ``path:line`` and the line.
+    """
+    if not os.path.isfile(path):
+        raise ManifestError(
+            f"manifest {path!r} does not exist; write one with `e2v-manifest AUDIO_ROOT --dest DIR` "
+            f"or point task.data at the folder holding <subset>.tsv"
+        )
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    if not lines or not lines[0].strip():
+        raise ManifestError(
+            f"{path}:1: expected the audio root directory on line 1, found an empty line/file"
+        )
+    root = lines[0].strip()
+    if check_root and not os.path.isdir(root):
+        raise ManifestError(
+            f"{path}:1: audio root {root!r} is not a directory; the manifest was probably written on "
+            f"another machine: edit line 1 or re-run e2v-manifest"
+        )
+    names: List[str] = []
+    sizes: List[int] = []
+    line_numbers: List[int] = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2:
+            raise ManifestError(
+                f"{path}:{lineno}: expected 'relative/path<TAB>num_samples', got {line!r} "
+                f"(is the separator a space instead of a tab?)"
+            )
+        try:
+            size = int(parts[1])
+        except ValueError:
+            raise ManifestError(
+                f"{path}:{lineno}: length {parts[1]!r} is not an integer number of samples"
+            ) from None
+        if size <= 0:
+            raise ManifestError(f"{path}:{lineno}: length {size} must be positive")
+        names.append(parts[0])
+        sizes.append(size)
+        line_numbers.append(lineno)
+    return Manifest(path=path, root=root, names=names, sizes=sizes, line_numbers=line_numbers)
+
+
+def first_missing_files(manifest: Manifest, limit: Optional[int] = 10) -> List[str]:
+    """``path:line: file`` strings for utterances whose audio file does not exist."""
+    bad = []
+    for i in range(len(manifest)):
+        if not os.path.isfile(manifest.full_path(i)):
+            bad.append(f"{manifest.where(i)}: {manifest.full_path(i)} does not exist")
+            if limit is not None and len(bad) >= limit:
+                break
+    return bad

@@ -1,0 +1,37 @@
+"""Install emotion2vec_plugin: the fairseq user-dir plugin, its manifest tools and probe scripts."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="emotion2vec_plugin",
+    version="0.1.0",
+    description="emotion2vec pretraining (data2vec 2.0 self-distillation for speech emotion) as a fairseq plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["emotion2vec_plugin", "emotion2vec_plugin.*", "manifests", "manifests.*"]),
+    # fairseq is required but not pinned here: either ve-fairseq or fairseq-fixed provides the
+    # `fairseq` module, and pip cannot express "one of". The README's set-up installs ve-fairseq.
+    install_requires=[
+        "torch>=2.1",
+        "torchaudio>=2.1",
+        "soundfile>=0.12",
+        "numpy",
+        "sentencepiece",
+        "tqdm",
+        "tensorboardX",
+        "scikit-learn",
+        "matplotlib",
+        "safetensors",
+        "pyyaml",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={
+        "console_scripts": [
+            "e2v-manifest = manifests.audio_manifest:cli_main",
+            "e2v-validate-manifest = manifests.validate:cli_main",
+            "e2v-labels = manifests.labels:cli_main",
+            "e2v-probe = emotion2vec_plugin.downstream.probe:cli_main",
+        ]
+    },
+)
