@@ -1,0 +1,1 @@
+from . import emotion2vec_criterion  # noqa: F401  (registers the criterion)

@@ -1,0 +1,134 @@
+"""Raw-audio pretraining dataset: reads a manifest, crops, normalises, optionally precomputes masks.
+
+Batches are cropped to the shortest utterance in the batch (capped at ``max_sample_size``) as in
+data2vec 2.0's pretraining, so the model sees no padding. All randomness (crop offsets,
+dataset-side masks) is drawn from generators seeded by (seed, epoch, utterance ids): a batch is
+the same whether the run was interrupted or not, and whichever worker builds it.
+"""
+
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+from fairseq.data import FairseqDataset
+
+from ..modules.feature_extractor import frames_for_samples
+from ..modules.masking import compute_span_mask
+from .manifest import Manifest
+
+logger = logging.getLogger(__name__)
+
+
+class AudioReadError(RuntimeError):
+    """An utterance that cannot be used; the message names manifest:line and the file."""
+
+
+class Emotion2vecAudioDataset(FairseqDataset):
+    """Utterances of one manifest.
+
+    Args:
+        manifest: parsed manifest.
+        sample_rate: expected rate; files at another rate are an error (convert with e2v-manifest).
+        max_sample_size: crop length cap in samples (data2vec 2.0 base: 320000 = 20 s).
+        min_sample_size: utterances shorter than this are left out (and counted in the log).
+        normalize: zero mean / unit variance per utterance (before cropping, as fairseq).
+        seed: run seed for crop offsets and dataset-side masks.
+        mask: None, or a dict of compute_span_mask settings plus ``clone_batch`` and
+            ``conv_layers`` to return ``precomputed_mask`` [B * clone_batch, T] in each batch.
+    """
+
+    def __init__(self, manifest: Manifest, sample_rate: int = 16000, max_sample_size: Optional[int] = None,
+                 min_sample_size: int = 0, normalize: bool = True, seed: int = 1, mask: Optional[dict] = None):
+        super().__init__()
+        self.manifest = manifest
+        self.sample_rate = sample_rate
+        self.max_sample_size = max_sample_size or int(1e12)
+        self.normalize = normalize
+        self.seed = seed
+        self.mask = mask
+        self.epoch = 1
+        keep = [i for i, n in enumerate(manifest.sizes) if n >= min_sample_size]
+        skipped = len(manifest) - len(keep)
+        if skipped:
+            logger.info("%s: left out %d of %d utterances shorter than min_sample_size=%d",
+                        manifest.path, skipped, len(manifest), min_sample_size)
+        if not keep:
+            raise ValueError(
+                f"{manifest.path}: no utterance is at least task.min_sample_size={min_sample_size} samples long "
+                f"(longest: {max(manifest.sizes, default=0)}); lower task.min_sample_size"
+            )
+        self.indices = np.asarray(keep, dtype=np.int64)
+        self.sizes = np.asarray(manifest.sizes, dtype=np.int64)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def where(self, index: int) -> str:
+        return self.manifest.where(int(self.indices[index]))
+
+    def read(self, index: int) -> np.ndarray:
+        """Mono float32 samples of utterance ``index``."""
+        path = self.manifest.full_path(int(self.indices[index]))
+        try:
+            wav, sr = sf.read(path, dtype="float32", always_2d=False)
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            raise AudioReadError(f"{self.where(index)}: cannot read {path}: {e}") from None
+        if sr != self.sample_rate:
+            raise AudioReadError(
+                f"{self.where(index)}: {path} is {sr} Hz, expected {self.sample_rate}; "
+                f"convert with `e2v-manifest ROOT --dest DIR --resample-to OUT`"
+            )
+        if wav.ndim != 1:
+            raise AudioReadError(f"{self.where(index)}: {path} has {wav.shape[1]} channels, expected mono; "
+                                 f"convert with `e2v-manifest ... --resample-to OUT`")
+        return wav
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        wav = torch.from_numpy(self.read(index))
+        if self.normalize:
+            wav = F.layer_norm(wav, wav.shape)
+        return {"id": index, "source": wav}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _generator(self, ids: Sequence[int], salt: int) -> torch.Generator:
+        key = (self.seed, self.epoch, salt) + tuple(int(i) for i in ids)
+        return torch.Generator().manual_seed(hash(key) & ((1 << 63) - 1))
+
+    def collater(self, samples: List[Dict[str, object]]) -> Dict[str, object]:
+        samples = [s for s in samples if s.get("source") is not None]
+        if not samples:
+            return {}
+        ids = [int(s["id"]) for s in samples]
+        size = min(min(len(s["source"]) for s in samples), self.max_sample_size)
+        gen = self._generator(ids, salt=0)
+        sources = []
+        for s in samples:
+            wav = s["source"]
+            start = int(torch.randint(0, len(wav) - size + 1, (1,), generator=gen))
+            sources.append(wav[start:start + size])
+        net_input = {"source": torch.stack(sources), "id": torch.tensor(ids, dtype=torch.long)}
+        if self.mask is not None:
+            m = self.mask
+            frames = frames_for_samples(m["conv_layers"], size)
+            net_input["precomputed_mask"] = compute_span_mask(
+                len(samples) * m["clone_batch"], frames, m["mask_prob"], m["mask_length"], m["mask_prob_adjust"],
+                generator=self._generator(ids, salt=1),
+            )
+        return {"id": net_input["id"], "net_input": net_input}
+
+    def num_tokens(self, index: int) -> int:
+        return self.size(index)
+
+    def size(self, index: int) -> int:
+        return int(min(self.sizes[index], self.max_sample_size))
+
+    def ordered_indices(self) -> np.ndarray:
+        """Shuffled, then sorted by length (longest first) so batches crop little.
+        fairseq seeds numpy with (seed, epoch) around this call."""
+        order = [np.random.permutation(len(self)), np.minimum(self.sizes, self.max_sample_size)]
+        return np.lexsort(order)[::-1]

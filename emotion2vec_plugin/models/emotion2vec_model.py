@@ -1,0 +1,264 @@
+"""fairseq model ``emotion2vec``: the student network plus the EMA teacher.
+
+Contract with the criterion (``criterions/emotion2vec_criterion.py``): in training ``forward``
+returns a dict with
+
+* ``frame_pred`` / ``frame_target``  [N_masked, D]: student decoder output and teacher target Y_T
+  on the masked frames of all ``clone_batch`` copies;
+* ``utt_pred`` / ``utt_target``  [B * clone_batch, D]: Ū_S (per ``utterance_mode``) and Ȳ_T, the
+  time mean of Y_T repeated to the clones;
+* ``sample_size``: N_masked; ``stats``: detached scalars to log (target_var, pred_var, ema_decay,
+  mask_frac).
+
+The criterion turns these into ``L = L_frame + alpha * L_utt``.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+from omegaconf import II
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import BaseFairseqModel, register_model
+
+from ..checkpoint.convert import load_student_weights
+from ..modules.config import EncoderConfig, encoder_config_from
+from ..modules.ema import EMATeacher, ema_decay_at, teacher_keys
+from ..modules.encoder import Emotion2vecEncoder
+from ..modules.losses import UTTERANCE_MODES, feature_std, utterance_prediction
+from ..modules.masking import MaskInfo, compute_span_mask
+from ..modules.targets import average_top_k
+
+logger = logging.getLogger(__name__)
+
+UTTERANCE_MODE_CHOICES = ChoiceEnum(list(UTTERANCE_MODES))
+
+
+@dataclass
+class Emotion2vecConfig(FairseqDataclass, EncoderConfig):
+    utterance_mode: UTTERANCE_MODE_CHOICES = field(
+        default="chunk",
+        metadata={
+            "help": "utterance-level target (paper §3.2): token = one utterance token (N_u = 1, or the "
+            "last of N_u as data2vec 2.0's cls_loss), chunk = mean of N_u > 1 tokens (released model), "
+            "global = time mean of the frame predictions (set num_utterance_tokens=0)"
+        },
+    )
+    clone_batch: int = field(default=8, metadata={"help": "masked copies of each utterance per step (data2vec 2.0 multi-mask)"})
+    mask_prob: float = field(default=0.5, metadata={"help": "fraction of frames masked, exactly int(T * mask_prob) per row"})
+    mask_length: int = field(default=5, metadata={"help": "span length in frames (20 ms each)"})
+    mask_prob_adjust: float = field(default=0.05, metadata={"help": "relative boost of the span start probability to offset overlaps"})
+    average_top_k_layers: int = field(
+        default=8, metadata={"help": "K: the teacher target averages the FFN outputs of the top K blocks (prenet + main)"}
+    )
+    ema_decay: float = field(default=0.999, metadata={"help": "τ at update 0 (teacher EMA decay)"})
+    ema_end_decay: float = field(default=0.99999, metadata={"help": "τ at and after ema_anneal_end_step"})
+    ema_anneal_end_step: int = field(default=20000, metadata={"help": "updates over which τ anneals linearly"})
+    min_target_var: float = field(default=0.1, metadata={"help": "collapse guard: stop if target std falls below"})
+    min_pred_var: float = field(default=0.01, metadata={"help": "collapse guard: stop if prediction std falls below"})
+    collapse_check_after: int = field(
+        default=5000, metadata={"help": "updates before the collapse guard is armed (data2vec 2.0: 5000)"}
+    )
+    init_from: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "checkpoint to initialise the student (and teacher) from: a released emotion2vec or "
+            "data2vec 2.0 audio checkpoint, or one of ours; keys are mapped explicitly (checkpoint/convert.py)"
+        },
+    )
+    seed: int = II("common.seed")
+
+
+def validate_training_config(cfg: Emotion2vecConfig, num_layers: int) -> None:
+    """Cross-field checks of the training settings (ValueError showing the values)."""
+    mode = str(cfg.utterance_mode)
+    if mode not in UTTERANCE_MODES:
+        raise ValueError(f"model.utterance_mode={mode!r}; expected one of {UTTERANCE_MODES}")
+    if mode == "token" and cfg.num_utterance_tokens < 1:
+        raise ValueError("model.utterance_mode=token needs model.num_utterance_tokens >= 1 (the paper uses 1)")
+    if mode == "chunk" and cfg.num_utterance_tokens < 2:
+        raise ValueError(
+            f"model.utterance_mode=chunk averages several tokens but num_utterance_tokens={cfg.num_utterance_tokens}; "
+            f"use >= 2 (released: 10) or utterance_mode=token"
+        )
+    if not 1 <= cfg.average_top_k_layers <= num_layers:
+        raise ValueError(
+            f"model.average_top_k_layers={cfg.average_top_k_layers} must be in [1, {num_layers}] "
+            f"(prenet_depth={cfg.prenet_depth} + depth={cfg.depth} blocks)"
+        )
+    for name in ("ema_decay", "ema_end_decay"):
+        v = getattr(cfg, name)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"model.{name}={v} must be in [0, 1]")
+    if not 0.0 < cfg.mask_prob < 1.0:
+        raise ValueError(f"model.mask_prob={cfg.mask_prob} must be in (0, 1)")
+    if cfg.mask_length < 1 or cfg.clone_batch < 1:
+        raise ValueError(f"model.mask_length={cfg.mask_length} and model.clone_batch={cfg.clone_batch} must be >= 1")
+    if cfg.decoder_layers < 1:
+        raise ValueError("pretraining needs the decoder: model.decoder_layers must be >= 1")
+
+
+@register_model("emotion2vec", dataclass=Emotion2vecConfig)
+class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
+    """emotion2vec student (released parameter names) with an fp32 EMA teacher kept outside the
+    module tree (so the optimizer, DDP and fp16/bf16 casts never touch it)."""
+
+    def __init__(self, cfg: Emotion2vecConfig):
+        super().__init__(encoder_config_from(cfg))
+        validate_training_config(cfg, self.num_layers)
+        self.cfg = cfg
+        self.num_updates = 0
+        teacher = Emotion2vecEncoder(self.encoder_cfg, with_local_encoder=False, with_decoder=False)
+        # a plain object attribute: nn.Module does not register it (see EMATeacher)
+        self.teacher = EMATeacher(teacher)
+        self.teacher.copy_from(dict(self.named_parameters()))
+        tag_no_decay_parameters(self)
+        if cfg.init_from:
+            self.load_state_dict(load_student_weights(cfg.init_from, self), strict=True)
+
+    @classmethod
+    def build_model(cls, cfg: Emotion2vecConfig, task=None) -> "Emotion2vecModel":
+        return cls(cfg)
+
+    # ------------------------------------------------------------------ teacher bookkeeping
+    def ema_decay(self) -> float:
+        return ema_decay_at(self.num_updates, self.cfg.ema_decay, self.cfg.ema_end_decay, self.cfg.ema_anneal_end_step)
+
+    def set_num_updates(self, num_updates: int) -> None:
+        """EMA hook: fairseq calls this before every forward with the number of finished updates
+        (several times per update with update_freq > 1). The teacher folds in the student once per
+        new update, with τ(num_updates); ``teacher.step`` makes this idempotent and resumable."""
+        super().set_num_updates(num_updates)
+        self.num_updates = num_updates
+        if not self.training:
+            return
+        if num_updates > self.teacher.step:
+            device = next(self.parameters()).device
+            self.teacher.to(device)
+            self.teacher.update(dict(self.named_parameters()), self.ema_decay())
+            self.teacher.step = num_updates
+        elif num_updates < self.teacher.step:  # the trainer reset its counter (reset_optimizer ...)
+            self.teacher.step = num_updates
+
+    def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False) -> Dict[str, torch.Tensor]:
+        state = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        state.update(self.teacher.state_dict(prefix + "_ema."))
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, model_cfg=None, args=None):
+        state = dict(state_dict)
+        ema_state = {k: state.pop(k) for k in teacher_keys(list(state))}
+        result = super().load_state_dict(state, strict=strict, model_cfg=model_cfg, args=args)
+        if ema_state:
+            self.teacher.load_state_dict(ema_state)
+        else:
+            logger.info("checkpoint has no teacher: the teacher starts as a copy of the loaded student")
+            self.teacher.copy_from(dict(self.named_parameters()))
+            self.teacher.step = self.num_updates
+        return result
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        source: torch.Tensor,
+        padding_mask: Optional[torch.Tensor] = None,
+        precomputed_mask: Optional[torch.Tensor] = None,
+        id: Optional[torch.Tensor] = None,
+        features_only: bool = False,
+        **unused,
+    ) -> Dict[str, Any]:
+        """Args: source [B, S] (normalised waveform, equal lengths in training), precomputed_mask
+        [B * clone_batch, T] from the data loader (optional), id [B] utterance ids (seed the masks)."""
+        if features_only:
+            return self.extract_features(source, padding_mask)
+        if padding_mask is not None and padding_mask.any():
+            raise ValueError("emotion2vec pretraining expects equal-length crops; set task.pad=false")
+        feats, _ = self.local_features(source)  # [B, T, D]
+        mask_info = self.make_masks(feats.size(0), feats.size(1), precomputed_mask, id, feats.device)
+        encoder_out, frame_pred = self.student_forward(feats, mask_info)
+        y = self.teacher_targets(feats)  # [B, T, D] fp32
+        return self.pair_outputs(encoder_out, frame_pred, y, mask_info)
+
+    def make_masks(self, B: int, T: int, precomputed: Optional[torch.Tensor], ids: Optional[torch.Tensor],
+                   device: torch.device) -> MaskInfo:
+        """Masks for the B * clone_batch rows; a pure function of (seed, update, utterance ids) so
+        that resumed runs and every rank draw reproducible, distinct masks."""
+        rows = B * self.cfg.clone_batch
+        if precomputed is not None:
+            if tuple(precomputed.shape) != (rows, T):
+                raise ValueError(
+                    f"dataset-side mask has shape {tuple(precomputed.shape)}, expected ({rows}, {T}) = "
+                    f"(batch {B} x clone_batch {self.cfg.clone_batch}, frames); task and model mask settings differ"
+                )
+            return MaskInfo.from_mask(precomputed.to(device=device, dtype=torch.bool))
+        gen = torch.Generator().manual_seed(mask_seed(self.cfg.seed, self.num_updates, ids))
+        mask = compute_span_mask(rows, T, self.cfg.mask_prob, self.cfg.mask_length, self.cfg.mask_prob_adjust, gen)
+        return MaskInfo.from_mask(mask.to(device))
+
+    def student_forward(self, feats: torch.Tensor, mask_info: MaskInfo):
+        """[B, T, D] -> encoder output [B', N_u + T_keep, D] and decoder output [B', T, D], B' = B * clone."""
+        x = feats.repeat_interleave(self.cfg.clone_batch, dim=0)
+        encoder_out = self.contextualize(x, None, mask_info)
+        return encoder_out, self.decode(encoder_out, mask_info)
+
+    @torch.no_grad()
+    def teacher_targets(self, feats: torch.Tensor) -> torch.Tensor:
+        """Y_T [B, T, D] (fp32): teacher on the unmasked features, top-K FFN outputs averaged."""
+        self.teacher.to(feats.device)
+        results: List = []
+        self.teacher.module.contextualize(feats.detach().float(), None, None, results)
+        n = self.num_utterance_tokens
+        return average_top_k([t[:, n:] for _, t in results], self.cfg.average_top_k_layers)
+
+    def pair_outputs(self, encoder_out: torch.Tensor, frame_pred: torch.Tensor, y: torch.Tensor,
+                     mask_info: MaskInfo) -> Dict[str, Any]:
+        clones = self.cfg.clone_batch
+        masked = mask_info.mask  # [B', T]
+        y_rep = y.repeat_interleave(clones, dim=0)  # [B', T, D]
+        out = {
+            "frame_pred": frame_pred[masked],
+            "frame_target": y_rep[masked],
+            "utt_pred": utterance_prediction(str(self.cfg.utterance_mode), encoder_out, self.num_utterance_tokens, frame_pred),
+            "utt_target": y.mean(dim=1).repeat_interleave(clones, dim=0),
+            "sample_size": int(masked.sum()),
+        }
+        stats = {
+            "target_var": feature_std(y).detach(),
+            "pred_var": feature_std(out["frame_pred"].detach()),
+            "ema_decay": self.ema_decay(),
+            "mask_frac": float(masked.float().mean()),
+        }
+        self.check_collapse(stats)
+        out["stats"] = stats
+        return out
+
+    def check_collapse(self, stats: Dict[str, Any]) -> None:
+        """data2vec 2.0's guard: after ``collapse_check_after`` updates, stop on collapsed targets or predictions."""
+        if self.num_updates <= self.cfg.collapse_check_after or not self.training:
+            return
+        if stats["target_var"] < self.cfg.min_target_var:
+            raise RuntimeError(
+                f"representation collapse at update {self.num_updates}: target std {float(stats['target_var']):.4f} < "
+                f"model.min_target_var={self.cfg.min_target_var}; lower the learning rate or raise model.ema_decay"
+            )
+        if stats["pred_var"] < self.cfg.min_pred_var:
+            raise RuntimeError(
+                f"representation collapse at update {self.num_updates}: prediction std {float(stats['pred_var']):.4f} < "
+                f"model.min_pred_var={self.cfg.min_pred_var}; lower the learning rate or raise model.ema_decay"
+            )
+
+
+def tag_no_decay_parameters(model: torch.nn.Module) -> None:
+    """Biases, norms and the ALiBi scale go to the optimizer group ``no_decay`` (paper §4.1: no
+    weight decay on them); fairseq's composite optimizer reads ``param_group``, plain Adam ignores it."""
+    for name, p in model.named_parameters():
+        if p.dim() == 1 or name.endswith(".bias") or "alibi_scale" in name:
+            p.param_group = "no_decay"
+
+
+def mask_seed(seed: int, num_updates: int, ids: Optional[torch.Tensor]) -> int:
+    """Deterministic 63-bit seed from the run seed, the update and the utterance ids of the batch."""
+    key = (int(seed), int(num_updates)) + (tuple(int(i) for i in ids.tolist()) if ids is not None else ())
+    return hash(key) & ((1 << 63) - 1)

@@ -1,0 +1,72 @@
+"""CNN waveform encoder (wav2vec 2.0 / data2vec 2.0 "layer_norm" mode) and its length arithmetic."""
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from .layers import Fp32LayerNorm, TransposeLast
+
+
+class ConvFeatureExtractor(nn.Module):
+    """Waveform [B, S] -> features [B, C, T].
+
+    Each layer is Conv1d(no bias, no padding) -> Dropout(0) -> LayerNorm(C, fp32) -> GELU;
+    with the base spec T = floor(...(S - 400) / 320 ...) + 1, i.e. 50 frames per second at 16 kHz.
+    Keys: ``conv_layers.{i}.0.weight``, ``conv_layers.{i}.2.1.{weight,bias}``.
+    """
+
+    def __init__(self, layers: List[Tuple[int, int, int]], eps: float = 1e-5):
+        super().__init__()
+        self.layers_spec = list(layers)
+        self.conv_layers = nn.ModuleList()
+        in_dim = 1
+        for dim, kernel, stride in layers:
+            self.conv_layers.append(
+                nn.Sequential(
+                    nn.Conv1d(in_dim, dim, kernel, stride=stride, bias=False),
+                    nn.Dropout(0.0),
+                    nn.Sequential(TransposeLast(), Fp32LayerNorm(dim, eps=eps), TransposeLast()),
+                    nn.GELU(),
+                )
+            )
+            in_dim = dim
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples needed for one output frame (400 for the base spec)."""
+        rf = 1
+        for _, kernel, stride in reversed(self.layers_spec):
+            rf = (rf - 1) * stride + kernel
+        return rf
+
+    def output_lengths(self, input_lengths: torch.Tensor) -> torch.Tensor:
+        """Frames produced from ``input_lengths`` samples: floor((L - k) / s) + 1 per layer."""
+        lengths = input_lengths.long()
+        for _, kernel, stride in self.layers_spec:
+            lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        return lengths.clamp_min(0)
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        x = source.unsqueeze(1)  # [B, S] -> [B, 1, S]
+        for layer in self.conv_layers:
+            x = layer(x)
+        return x  # [B, C, T]
+
+
+def frames_for_samples(layers: List[Tuple[int, int, int]], num_samples: int) -> int:
+    """Python-int version of :meth:`ConvFeatureExtractor.output_lengths` (for data loaders)."""
+    n = num_samples
+    for _, kernel, stride in layers:
+        n = (n - kernel) // stride + 1
+    return max(n, 0)
+
+
+def frame_padding_mask(
+    sample_padding_mask: Optional[torch.Tensor], frame_lengths: torch.Tensor, num_frames: int
+) -> Optional[torch.Tensor]:
+    """Frame-level padding mask [B, T] (True = padded) from per-utterance frame counts."""
+    if sample_padding_mask is None:
+        return None
+    positions = torch.arange(num_frames, device=frame_lengths.device)
+    return positions.unsqueeze(0) >= frame_lengths.unsqueeze(1)
