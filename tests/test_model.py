@@ -188,3 +188,19 @@ def test_global_mode_without_tokens_trains():
     assert model.audio.extra_tokens is None
     out = model(torch.randn(2, 12000), id=torch.tensor([0, 1]))
     (out["frame_pred"].sum() + out["utt_pred"].sum()).backward()
+
+
+def test_sdpa_and_eager_attention_agree_with_bias_and_padding():
+    from emotion2vec_plugin.modules.transformer import AltAttention, alibi_bias, attention_mask
+
+    torch.manual_seed(0)
+    attn = AltAttention(32, 4, attn_drop=0.0, proj_drop=0.0).eval()
+    x = torch.randn(2, 9, 32)
+    pad = torch.zeros(2, 9, dtype=torch.bool)
+    pad[1, 6:] = True
+    mask = attention_mask(alibi_bias(torch.arange(7)[None], torch.tensor(alibi_slopes(4)), torch.ones(4), 2), pad, x.dtype)
+    outs = {}
+    for impl in ("sdpa", "eager"):
+        attn.impl = impl
+        outs[impl] = attn(x, mask)
+    torch.testing.assert_close(outs["sdpa"], outs["eager"], atol=1e-5, rtol=1e-5)

@@ -67,7 +67,15 @@ def attention_mask(
 
 
 class AltAttention(nn.Module):
-    """Multi-head self-attention; keys ``qkv`` (fused, with bias) and ``proj``."""
+    """Multi-head self-attention; keys ``qkv`` (fused, with bias) and ``proj``.
+
+    ``impl`` picks the kernel: ``sdpa`` (``F.scaled_dot_product_attention``), ``eager``
+    (``softmax(q k^T / sqrt(d) + mask) v`` written out, softmax in fp32 as data2vec 2.0) or ``auto``:
+    SDPA except for CPU training with attention dropout, where SDPA falls back to its math kernel
+    and measured 5-30% slower than the eager path (recipes/RESULTS.md). Same math either way.
+    """
+
+    impl = "auto"
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float):
         super().__init__()
@@ -77,6 +85,11 @@ class AltAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def use_sdpa(self, x: torch.Tensor) -> bool:
+        if self.impl != "auto":
+            return self.impl == "sdpa"
+        return not (self.training and self.attn_drop > 0 and x.device.type == "cpu")
+
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         B, N, C = x.shape
         # [B, N, 3C] -> [3, B, H, N, C/H]
@@ -84,9 +97,15 @@ class AltAttention(nn.Module):
         q, k, v = qkv.unbind(0)
         if mask is not None and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
-        )  # [B, H, N, C/H]
+        drop = self.attn_drop if self.training else 0.0
+        if self.use_sdpa(x):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)  # [B, H, N, C/H]
+        else:
+            attn = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)  # [B, H, N, N]
+            if mask is not None:
+                attn = attn + mask
+            attn = F.dropout(attn.softmax(dim=-1, dtype=torch.float32).to(q.dtype), drop, training=self.training)
+            out = attn @ v
         out = out.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(out))
 
