@@ -69,13 +69,13 @@ def attention_mask(
 class AltAttention(nn.Module):
     """Multi-head self-attention; keys ``qkv`` (fused, with bias) and ``proj``.
 
-    ``impl`` picks the kernel: ``sdpa`` (``F.scaled_dot_product_attention``), ``eager``
-    (``softmax(q k^T / sqrt(d) + mask) v`` written out, softmax in fp32 as data2vec 2.0) or ``auto``:
-    SDPA except for CPU training with attention dropout, where SDPA falls back to its math kernel
-    and measured 5-30% slower than the eager path (recipes/RESULTS.md). Same math either way.
+    ``impl`` picks the kernel: ``sdpa`` (``F.scaled_dot_product_attention``, default: on GPU its
+    memory-efficient kernel takes the additive bias and never stores the [B, H, N, N] attention
+    probabilities) or ``eager`` (``softmax(q k^T / sqrt(d) + mask) v`` written out, softmax in fp32,
+    as data2vec 2.0), the reference the benchmark and tests compare against. Same math either way.
     """
 
-    impl = "auto"
+    impl = "sdpa"
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float):
         super().__init__()
@@ -85,11 +85,6 @@ class AltAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def use_sdpa(self, x: torch.Tensor) -> bool:
-        if self.impl != "auto":
-            return self.impl == "sdpa"
-        return not (self.training and self.attn_drop > 0 and x.device.type == "cpu")
-
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         B, N, C = x.shape
         # [B, N, 3C] -> [3, B, H, N, C/H]
@@ -98,7 +93,7 @@ class AltAttention(nn.Module):
         if mask is not None and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)
         drop = self.attn_drop if self.training else 0.0
-        if self.use_sdpa(x):
+        if self.impl == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)  # [B, H, N, C/H]
         else:
             attn = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)  # [B, H, N, N]

@@ -5,7 +5,7 @@ For each config (tiny, base) it builds the fairseq model, runs a few warm-up ste
 ``torch.utils.flop_counter``), achieved FLOP/s, MFU against ``--peak-tflops`` and, on CUDA, peak
 memory. Peers in the same run: the same model with each attention kernel of ``AltAttention``
 (``sdpa``: ``F.scaled_dot_product_attention``; ``eager``: ``softmax(q k^T * scale + bias) v``
-written out as data2vec 2.0 / FunASR do; ``auto``: the library default), so ratios are measured
+written out as data2vec 2.0 / FunASR do), so ratios are measured
 on the same machine and inputs.
 
     python recipes/benchmark/train_step.py --configs tiny base --batch 2 --seconds 4 --device cpu
@@ -107,7 +107,7 @@ def measure(arch, attn, args, device, dtype):
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=["tiny", "base"], help="arch yaml names in recipes/pretrain/arch")
-    p.add_argument("--attention", nargs="+", default=["sdpa", "eager", "auto"], choices=["sdpa", "eager", "auto"])
+    p.add_argument("--attention", nargs="+", default=["sdpa", "eager"], choices=["sdpa", "eager"])
     p.add_argument("--batch", type=int, default=2, help="utterances per step (each cloned clone_batch times)")
     p.add_argument("--seconds", type=float, default=4.0, help="utterance length")
     p.add_argument("--steps", type=int, default=5)
