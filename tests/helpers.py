@@ -16,7 +16,7 @@ def tiny_model_cfg(**overrides):
     from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig
 
     fields = yaml.safe_load((RECIPES / "arch" / "tiny.yaml").read_text())["model"]
-    fields.pop("_name")
+    fields.pop("_name", None)
     fields.update(seed=1)
     fields.update(overrides)
     return Emotion2vecConfig(**fields)

@@ -161,7 +161,7 @@ def test_criterion_total_is_frame_plus_alpha_utterance():
     torch.manual_seed(0)
     out = model(**sample["net_input"])
     # 'mean' reduction: the frame term is the plain MSE over masked frames and dimensions
-    assert frame == pytest.approx(float(torch.nn.functional.mse_loss(out["frame_pred"], out["frame_target"])), rel=1e-4)
+    assert frame == pytest.approx(torch.nn.functional.mse_loss(out["frame_pred"], out["frame_target"]).item(), rel=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ def load_model_state(path: Path) -> dict:
     [
         ["model.utterance_mode=token", "model.num_utterance_tokens=1"],
         ["model.utterance_mode=chunk"],
-        ["model.utterance_mode=global", "model.num_utterance_tokens=0"],
+        ["model.utterance_mode=global", "model.num_utterance_tokens=0", "task.precompute_mask=true"],
     ],
     ids=["token", "chunk", "global"],
 )
@@ -75,3 +75,46 @@ def test_resume_continues_student_and_teacher_exactly(tmp_path, corpus):
         # same ops in the same order on CPU: identical to the bit
         assert torch.equal(full[key], resumed[key]), key
     assert int(resumed["_ema_step"]) == 5
+
+
+def composed_config(config: str, *overrides: str) -> dict:
+    """The job config fairseq-hydra-train would run (``--cfg job``), as a dict."""
+    import yaml
+
+    cmd = [str(Path(sys.executable).with_name("fairseq-hydra-train")), "--config-dir", str(RECIPES),
+           "--config-name", config, "task.data=/data", *overrides, "--cfg", "job"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return yaml.safe_load(proc.stdout)
+
+
+@pytest.mark.parametrize("config", ["emotion2vec_base", "emotion2vec_tiny"])
+def test_every_config_field_is_listed_so_overrides_need_no_plus(config):
+    from dataclasses import fields
+
+    from emotion2vec_plugin.criterions.emotion2vec_criterion import Emotion2vecCriterionConfig
+    from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig
+    from emotion2vec_plugin.tasks.emotion2vec_pretraining import Emotion2vecPretrainingConfig
+
+    cfg = composed_config(config, "model.init_from=null")
+    for section, cls in (("model", Emotion2vecConfig), ("task", Emotion2vecPretrainingConfig),
+                         ("criterion", Emotion2vecCriterionConfig)):
+        # fields interpolated from elsewhere (${model.mask_prob}, ${common.seed}) are not user settings
+        wanted = {f.name for f in fields(cls) if not str(f.default).startswith("${")}
+        assert wanted - set(cfg[section]) == set(), section
+
+
+def test_base_recipe_is_the_released_configuration():
+    from dataclasses import fields
+
+    from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig
+
+    cfg = composed_config("emotion2vec_base", "model.init_from=null")
+    defaults = Emotion2vecConfig()
+    for f in fields(Emotion2vecConfig):
+        if f.name in cfg["model"] and f.name != "_name":
+            assert cfg["model"][f.name] == getattr(defaults, f.name), f.name
+    assert cfg["optimization"]["lr"] == [7.5e-5] and cfg["optimization"]["max_update"] == 100000
+    assert cfg["optimizer"]["groups"]["default"]["lr_scheduler"]["warmup_updates"] == 5000  # 5% of 100k
+    assert cfg["dataset"]["max_tokens"] == 1_000_000
+    assert cfg["model"]["ema_anneal_end_step"] == 20000

@@ -41,7 +41,7 @@ def attention_impl(name: str):
 
 def build(arch: str, device: torch.device, dtype: torch.dtype) -> Emotion2vecModel:
     fields = yaml.safe_load((ARCH_DIR / f"{arch}.yaml").read_text())["model"]
-    fields.pop("_name")
+    fields.pop("_name", None)
     model = Emotion2vecModel(Emotion2vecConfig(**fields, seed=1)).to(device=device, dtype=dtype).train()
     return model
 

@@ -1,0 +1,98 @@
+"""The pretraining dataset: manifest errors, crops, normalisation, dataset-side masks."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from emotion2vec_plugin.data.audio_dataset import AudioReadError, Emotion2vecAudioDataset
+from emotion2vec_plugin.data.manifest import ManifestError, read_manifest
+from emotion2vec_plugin.modules.config import parse_conv_layers
+
+TINY_CONV = parse_conv_layers("[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2")
+
+
+def test_collater_crops_to_shortest_and_is_deterministic(corpus):
+    ds = Emotion2vecAudioDataset(read_manifest(str(corpus / "train.tsv")), max_sample_size=20000, seed=3)
+    samples = [ds[i] for i in range(4)]
+    shortest = min(min(int(ds.sizes[i]) for i in range(4)), 20000)
+    batch = ds.collater(samples)
+    assert batch["net_input"]["source"].shape == (4, shortest)
+    again = ds.collater([ds[i] for i in range(4)])
+    assert torch.equal(batch["net_input"]["source"], again["net_input"]["source"])
+    ds.set_epoch(2)  # a new epoch draws new crop offsets
+    assert not torch.equal(batch["net_input"]["source"], ds.collater(samples)["net_input"]["source"])
+    # each crop is a window of the normalised utterance (zero mean, unit variance over the whole file)
+    full = samples[0]["source"]
+    assert abs(float(full.mean())) < 1e-5 and abs(float(full.std(unbiased=False)) - 1) < 1e-3
+
+
+def test_dataset_side_masks_have_model_shape_and_counts(corpus):
+    mask_cfg = {"mask_prob": 0.5, "mask_length": 5, "mask_prob_adjust": 0.05, "clone_batch": 3, "conv_layers": TINY_CONV}
+    ds = Emotion2vecAudioDataset(read_manifest(str(corpus / "train.tsv")), mask=mask_cfg)
+    batch = ds.collater([ds[i] for i in range(2)])
+    S = batch["net_input"]["source"].shape[1]
+    T = int(torch.div(torch.tensor(S) - 400, 320, rounding_mode="floor")) + 1  # same receptive field/stride as base
+    mask = batch["net_input"]["precomputed_mask"]
+    assert mask.shape == (2 * 3, T)
+    assert (mask.sum(dim=1) == int(T * 0.5)).all()
+
+
+def test_min_sample_size_filters_and_reports(corpus):
+    manifest = read_manifest(str(corpus / "train.tsv"))
+    ds = Emotion2vecAudioDataset(manifest, min_sample_size=16000)
+    assert len(ds) == sum(n >= 16000 for n in manifest.sizes)
+    with pytest.raises(ValueError, match="lower task.min_sample_size"):
+        Emotion2vecAudioDataset(manifest, min_sample_size=10**9)
+
+
+def test_manifest_errors_name_file_and_line(tmp_path, corpus):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(f"{corpus / 'wav'}\ntrain_000.wav\t100\ntrain_001.wav 200\n")
+    with pytest.raises(ManifestError, match=r"bad\.tsv:3: expected 'relative/path<TAB>num_samples'"):
+        read_manifest(str(bad))
+    bad.write_text("/no/such/root\na.wav\t10\n")
+    with pytest.raises(ManifestError, match=r"bad\.tsv:1: audio root '/no/such/root' is not a directory"):
+        read_manifest(str(bad))
+    bad.write_text(f"{corpus / 'wav'}\ntrain_000.wav\tmany\n")
+    with pytest.raises(ManifestError, match=r"bad\.tsv:2: length 'many' is not an integer"):
+        read_manifest(str(bad))
+
+
+def test_wrong_rate_or_channels_is_a_clear_error(tmp_path):
+    root = tmp_path / "wav"
+    root.mkdir()
+    sf.write(root / "a.wav", np.zeros(8000, np.float32), 8000)
+    sf.write(root / "b.wav", np.zeros((16000, 2), np.float32), 16000)
+    (tmp_path / "m.tsv").write_text(f"{root}\na.wav\t16000\nb.wav\t16000\n")
+    ds = Emotion2vecAudioDataset(read_manifest(str(tmp_path / "m.tsv")))
+    with pytest.raises(AudioReadError, match=r"m\.tsv:2: .*a\.wav is 8000 Hz, expected 16000"):
+        ds[0]
+    with pytest.raises(AudioReadError, match=r"m\.tsv:3: .*b\.wav has 2 channels"):
+        ds[1]
+
+
+def test_task_reports_missing_files_at_start(tmp_path, corpus):
+    from omegaconf import OmegaConf
+
+    from emotion2vec_plugin.tasks.emotion2vec_pretraining import Emotion2vecPretrainingTask
+
+    (corpus / "wav" / "train_003.wav").unlink()
+    cfg = OmegaConf.create({"data": str(corpus), "sample_rate": 16000, "normalize": True, "max_sample_size": 32000,
+                            "min_sample_size": 0, "check_files": True, "precompute_mask": False, "seed": 1})
+    task = Emotion2vecPretrainingTask(cfg)
+    with pytest.raises(ManifestError, match=r"train\.tsv:5: .*train_003\.wav does not exist"):
+        task.load_dataset("train")
+
+
+def test_collapse_guard_stops_with_a_clear_error():
+    from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
+    from tests.helpers import tiny_model_cfg
+
+    model = Emotion2vecModel(tiny_model_cfg(collapse_check_after=0, min_target_var=100.0)).train()
+    model.set_num_updates(1)
+    with pytest.raises(RuntimeError, match=r"collapse at update 1: target std .* < model.min_target_var=100.0"):
+        model(torch.randn(2, 8000), id=torch.tensor([0, 1]))
+    model = Emotion2vecModel(tiny_model_cfg(collapse_check_after=10, min_target_var=100.0)).train()
+    model.set_num_updates(1)
+    model(torch.randn(2, 8000), id=torch.tensor([0, 1]))  # not armed yet: no error
