@@ -1,6 +1,5 @@
 """Real fairseq-hydra-train runs of the plugin on synthesised audio (the CPU tier of the README)."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,24 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import PLUGIN_DIR, RECIPES
+from tests.helpers import RECIPES, hydra_train
 
 pytestmark = pytest.mark.slow
-
-
-def hydra_train(workdir: Path, data: Path, *overrides: str, config: str = "emotion2vec_tiny") -> str:
-    """Run fairseq-hydra-train in ``workdir``; return its combined log (fails the test on error)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        str(Path(sys.executable).with_name("fairseq-hydra-train")),
-        "--config-dir", str(RECIPES), "--config-name", config,
-        f"task.data={data}", f"common.user_dir={PLUGIN_DIR}", *overrides,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    return log
 
 
 def load_model_state(path: Path) -> dict:

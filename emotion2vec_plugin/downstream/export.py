@@ -1,0 +1,134 @@
+"""``e2v-export``: turn a training checkpoint into something downstream work can load.
+
+Formats:
+
+* ``plugin``: ``OUT/model.safetensors`` (student only: no teacher, no decoder, no optimizer
+  state) + ``OUT/config.json`` (encoder settings, inference settings, provenance). Loads with
+  :func:`emotion2vec_plugin.downstream.pretrained.load_pretrained`, which needs no fairseq.
+* ``emotion2vec``: ``OUT/emotion2vec.pt``, a fairseq checkpoint in the released layout
+  (``cfg.model._name = data2vec_multi``, student weights with decoder, no teacher), for the
+  official emotion2vec feature-extraction scripts.
+* ``funasr``: ``OUT/config.yaml`` (``model: Emotion2vec``, ``model_conf``) + ``OUT/model.pt``
+  (``{"model": state_dict}``), the folder layout FunASR's ``AutoModel(model=OUT)`` reads.
+"""
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import asdict
+from typing import Any, Dict, Tuple
+
+import torch
+
+from ..modules.config import EncoderConfig, encoder_config_from
+from .pretrained import (PLUGIN_CONFIG, PLUGIN_WEIGHTS, ExportFormatError, _plain, encoder_to_released_config,
+                         released_to_encoder_fields)
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("plugin", "emotion2vec", "funasr")
+TRAINING_KEYS = ("average_top_k_layers", "clone_batch", "ema_decay", "ema_end_decay", "ema_anneal_end_step",
+                 "min_target_var", "min_pred_var", "utterance_mode", "mask_prob", "mask_prob_adjust", "mask_length")
+
+
+def read_training_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], EncoderConfig, Dict[str, Any], Dict[str, Any]]:
+    """Student weights (teacher removed), encoder config, training settings and the full cfg dict."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ExportFormatError(f"{path}: not a fairseq checkpoint (no 'model' entry)")
+    cfg = _plain(ckpt.get("cfg")) or {}
+    model_cfg = dict(_plain(cfg.get("model")) or {})
+    if model_cfg.get("_name") == "emotion2vec":
+        enc = encoder_config_from(model_cfg)
+    elif model_cfg.get("_name") == "data2vec_multi" or "modalities" in model_cfg:
+        enc = EncoderConfig(**released_to_encoder_fields(model_cfg))
+    else:
+        raise ExportFormatError(f"{path}: cfg.model._name={model_cfg.get('_name')!r}; expected an emotion2vec checkpoint")
+    training = {k: model_cfg[k] for k in TRAINING_KEYS if k in model_cfg}
+    task_cfg = _plain(cfg.get("task")) or {}
+    training["normalize"] = bool(task_cfg.get("normalize", True))
+    training["max_update"] = (_plain(cfg.get("optimization")) or {}).get("max_update", 100000)
+    state = {k: v for k, v in ckpt["model"].items() if not k.startswith("_ema")}
+    meta = {"source": os.path.abspath(path), "num_updates": _num_updates(ckpt)}
+    return state, enc, training, {"cfg": cfg, "meta": meta}
+
+
+def _num_updates(ckpt: Dict[str, Any]) -> int:
+    history = ckpt.get("optimizer_history") or [{}]
+    return int(history[-1].get("num_updates", 0))
+
+
+def export_plugin(state, enc: EncoderConfig, training, extra, out: str) -> str:
+    from safetensors.torch import save_file
+
+    os.makedirs(out, exist_ok=True)
+    student = {k: v.contiguous() for k, v in state.items() if ".decoder." not in k}
+    save_file(student, os.path.join(out, PLUGIN_WEIGHTS))
+    meta = {
+        "format": "emotion2vec_plugin",
+        "encoder": asdict(enc),
+        "inference": {"normalize": training.get("normalize", True), "sample_rate": 16000},
+        "training": {k: v for k, v in training.items() if k != "normalize"},
+        **extra["meta"],
+    }
+    with open(os.path.join(out, PLUGIN_CONFIG), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+    return out
+
+
+def export_emotion2vec(state, enc: EncoderConfig, training, extra, out: str) -> str:
+    os.makedirs(out, exist_ok=True)
+    cfg = dict(extra["cfg"])
+    cfg["model"] = {"_name": "data2vec_multi", **encoder_to_released_config(enc, training)}
+    cfg["task"] = {"_name": "audio_pretraining", "data": "", "normalize": training.get("normalize", True),
+                   "sample_rate": 16000, "max_sample_size": 320000, "min_sample_size": 32000}
+    cfg["criterion"] = {"_name": "model", "log_keys": ["ema_decay", "target_var", "pred_var", "model_norm", "ema_norm", "masked_pct"]}
+    ckpt = {"cfg": cfg, "model": state, "optimizer_history": [{"num_updates": extra["meta"]["num_updates"]}],
+            "extra_state": {}, "last_optimizer_state": None}
+    path = os.path.join(out, "emotion2vec.pt")
+    torch.save(ckpt, path)
+    return path
+
+
+def export_funasr(state, enc: EncoderConfig, training, extra, out: str) -> str:
+    import yaml
+
+    os.makedirs(out, exist_ok=True)
+    conf = {"model": "Emotion2vec", "model_conf": encoder_to_released_config(enc, training)}
+    with open(os.path.join(out, "config.yaml"), "w", encoding="utf-8") as f:
+        yaml.safe_dump(conf, f, sort_keys=False)
+    torch.save({"model": state}, os.path.join(out, "model.pt"))
+    return out
+
+
+EXPORTERS = {"plugin": export_plugin, "emotion2vec": export_emotion2vec, "funasr": export_funasr}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Export an emotion2vec training checkpoint for downstream use.")
+    p.add_argument("checkpoint", help="fairseq checkpoint written by fairseq-hydra-train (e.g. checkpoints/checkpoint_last.pt)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=FORMATS, default="plugin",
+                   help="plugin: safetensors + json, no fairseq needed; emotion2vec: released fairseq layout; "
+                        "funasr: config.yaml + model.pt for FunASR")
+    return p
+
+
+def main(args) -> str:
+    state, enc, training, extra = read_training_checkpoint(args.checkpoint)
+    return EXPORTERS[args.format](state, enc, training, extra, args.out)
+
+
+def cli_main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args = get_parser().parse_args()
+    try:
+        where = main(args)
+    except ExportFormatError as e:
+        raise SystemExit(f"e2v-export: {e}")
+    print(f"exported {args.checkpoint} as {args.format} to {where}")
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -1,0 +1,181 @@
+"""``e2v-extract``: batched, padding-exact feature extraction from a manifest.
+
+Utterances are sorted by length and batched (at most ``--batch-size`` utterances and
+``--max-batch-seconds`` of padded audio per batch); padding masks make every utterance's
+features equal its one-by-one features (tested). Output, in manifest order:
+
+* ``--format npy``: ``OUT/npy/<relpath>.npy`` per utterance ([T, D] for frames, [D] for
+  utterances) and ``OUT/index.tsv`` (``utt_id<TAB>npy path relative to OUT``);
+* ``--format stacked``: additionally ``OUT/<prefix>.npy`` [sum T, D] and ``OUT/<prefix>.lengths``
+  (frames per utterance; 1 per utterance for ``--granularity utterance``), the emotion2vec
+  probe format.
+
+Per-utterance files are written atomically and skipped when present, so an interrupted run
+resumes where it stopped.
+"""
+
+import argparse
+import logging
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from ..data.manifest import ManifestError, first_missing_files, read_manifest
+from ..modules.encoder import Emotion2vecEncoder, normalize_waveform
+from .pretrained import load_pretrained
+
+logger = logging.getLogger(__name__)
+
+
+def select_layers(num_layers: int, layers: Optional[Sequence[int]]) -> List[int]:
+    """0-based block indices from user indices (1-based, or negative from the end; default: last)."""
+    if not layers:
+        return [num_layers - 1]
+    out = []
+    for layer in layers:
+        i = layer - 1 if layer > 0 else num_layers + layer
+        if not 0 <= i < num_layers or layer == 0:
+            raise ValueError(f"--layers {layer}: the model has blocks 1..{num_layers} (or -1..-{num_layers})")
+        out.append(i)
+    return out
+
+
+@torch.inference_mode()
+def extract_batch(model: Emotion2vecEncoder, wavs: Sequence[np.ndarray], layers: Sequence[int],
+                  normalize: bool, granularity: str = "frame", dtype: torch.dtype = torch.float32) -> List[np.ndarray]:
+    """Features of a list of 1-D waveforms: [T_i, D] (frame) or [D] (utterance) each, fp32 numpy.
+
+    ``layers`` are 0-based block indices whose outputs are averaged.
+    """
+    device = next(model.parameters()).device
+    lengths = torch.tensor([len(w) for w in wavs])
+    source = torch.zeros(len(wavs), int(lengths.max()))
+    for i, w in enumerate(wavs):
+        source[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+    pad = torch.arange(source.size(1)).unsqueeze(0) >= lengths.unsqueeze(1)  # [B, S], True = padded
+    if normalize:
+        source = normalize_waveform(source, pad)
+    source, pad = source.to(device), pad.to(device)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        out = model.extract_features(source, pad if bool(pad.any()) else None)
+    feats = torch.stack([out["layer_results"][i] for i in layers]).float().mean(dim=0)  # [B, T, D]
+    frames = model.audio.local_encoder.output_lengths(lengths).tolist()
+    result = []
+    for i, T in enumerate(frames):
+        f = feats[i, :T]
+        result.append((f.mean(dim=0) if granularity == "utterance" else f).cpu().numpy())
+    return result
+
+
+def read_audio(path: str, where: str, sample_rate: int) -> np.ndarray:
+    try:
+        wav, sr = sf.read(path, dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise ManifestError(f"{where}: cannot read {path}: {e}") from None
+    if sr != sample_rate or wav.ndim != 1:
+        raise ManifestError(f"{where}: {path} is {sr} Hz with shape {wav.shape}; expected {sample_rate} Hz mono "
+                            f"(convert with e2v-manifest --resample-to)")
+    return wav
+
+
+def npy_relpath(name: str) -> str:
+    return os.path.join("npy", os.path.splitext(name)[0] + ".npy")
+
+
+def plan_batches(sizes: Sequence[int], todo: Sequence[int], batch_size: int, max_samples: int) -> List[List[int]]:
+    """Longest first; a batch grows while count <= batch_size and count * longest <= max_samples."""
+    order = sorted(todo, key=lambda i: -sizes[i])
+    batches, current = [], []
+    for i in order:
+        if current and (len(current) + 1 > batch_size or (len(current) + 1) * sizes[current[0]] > max_samples):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Extract emotion2vec features for every utterance of a manifest.")
+    p.add_argument("model", help="e2v-export folder (plugin or funasr format) or a checkpoint (ours or released)")
+    p.add_argument("manifest", help="fairseq manifest (.tsv) listing 16 kHz mono audio")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--granularity", choices=["frame", "utterance"], default="frame")
+    p.add_argument("--layers", type=int, nargs="+", default=None,
+                   help="blocks to average, 1-based or negative (default: -1, the last; the paper averages "
+                        "-4 -3 -2 -1 for sentiment)")
+    p.add_argument("--batch-size", type=int, default=16, help="max utterances per batch")
+    p.add_argument("--max-batch-seconds", type=float, default=160.0, help="max padded audio per batch")
+    p.add_argument("--format", choices=["npy", "stacked"], default="stacked")
+    p.add_argument("--prefix", default=None, help="stacked file prefix (default: the manifest name, e.g. train)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(args) -> dict:
+    manifest = read_manifest(args.manifest)
+    missing = first_missing_files(manifest)
+    if missing:
+        raise ManifestError(f"{args.manifest}: audio files are missing:\n  " + "\n  ".join(missing))
+    model, settings = load_pretrained(args.model, args.device)
+    layers = select_layers(model.num_layers, args.layers)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    os.makedirs(args.out, exist_ok=True)
+    outputs = [os.path.join(args.out, npy_relpath(n)) for n in manifest.names]
+    todo = [i for i, path in enumerate(outputs) if not os.path.isfile(path)]
+    if len(todo) < len(manifest):
+        logger.info("resuming: %d of %d utterances already extracted", len(manifest) - len(todo), len(manifest))
+    batches = plan_batches(manifest.sizes, todo, args.batch_size, int(args.max_batch_seconds * settings.sample_rate))
+    with tqdm(total=len(todo), unit="utt", disable=args.quiet, desc="extract") as bar:
+        for batch in batches:
+            wavs = [read_audio(manifest.full_path(i), manifest.where(i), settings.sample_rate) for i in batch]
+            for i, wav in zip(batch, wavs):
+                if len(wav) != manifest.sizes[i]:
+                    raise ManifestError(f"{manifest.where(i)}: {manifest.full_path(i)} has {len(wav)} samples, "
+                                        f"the manifest says {manifest.sizes[i]}; rebuild it with e2v-manifest")
+            feats = extract_batch(model, wavs, layers, settings.normalize, args.granularity, dtype)
+            for i, f in zip(batch, feats):
+                os.makedirs(os.path.dirname(outputs[i]), exist_ok=True)
+                tmp = outputs[i] + ".tmp.npy"
+                np.save(tmp, f)
+                os.replace(tmp, outputs[i])
+            bar.update(len(batch))
+    with open(os.path.join(args.out, "index.tsv"), "w", encoding="utf-8") as f:
+        for name in manifest.names:
+            f.write(f"{name}\t{npy_relpath(name)}\n")
+    result = {"utterances": len(manifest), "extracted": len(todo), "layers": [i + 1 for i in layers]}
+    if args.format == "stacked":
+        prefix = args.prefix or os.path.splitext(os.path.basename(args.manifest))[0]
+        result["stacked"] = write_stacked(outputs, os.path.join(args.out, prefix))
+    return result
+
+
+def write_stacked(paths: Sequence[str], prefix: str) -> str:
+    """Concatenate per-utterance arrays into PREFIX.npy [sum T, D] and PREFIX.lengths."""
+    arrays = [np.load(p) for p in paths]
+    arrays = [a[None] if a.ndim == 1 else a for a in arrays]
+    np.save(prefix + ".npy", np.concatenate(arrays, axis=0))
+    with open(prefix + ".lengths", "w", encoding="utf-8") as f:
+        f.write("\n".join(str(len(a)) for a in arrays) + "\n")
+    return prefix
+
+
+def cli_main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args = get_parser().parse_args()
+    try:
+        result = main(args)
+    except (ManifestError, ValueError) as e:
+        raise SystemExit(f"e2v-extract: {e}")
+    print(f"e2v-extract: {result}")
+
+
+if __name__ == "__main__":
+    cli_main()
