@@ -54,6 +54,8 @@ class Emotion2vecCriterion(FairseqCriterion):
             "ntokens": n,
             "nsentences": sample["net_input"]["source"].size(0),
             "n_outputs": 1,
+            "bad_files": sample.get("bad_files", 0),
+            "nonfinite_loss": 0,  # set by the task's guard; every output carries the same keys
         }
         for key in STAT_KEYS:
             value = out["stats"][key]
@@ -71,6 +73,9 @@ class Emotion2vecCriterion(FairseqCriterion):
         metrics.log_scalar("loss_frame", total("loss_frame") / sample_size, sample_size, round=4)
         metrics.log_scalar("loss_utt", total("loss_utt") / sample_size, sample_size, round=4)
         metrics.log_scalar("nsentences", total("nsentences"), round=0, priority=1000)
+        # counts summed over the log interval: utterances left out (bad files), skipped updates
+        metrics.log_scalar_sum("bad_files", total("bad_files"), round=0)
+        metrics.log_scalar_sum("nonfinite_loss", total("nonfinite_loss"), round=0)
         for key in STAT_KEYS:
             metrics.log_scalar(key, total(key) / n_outputs, n_outputs, round=6 if key == "ema_decay" else 4)
 

@@ -1,5 +1,10 @@
 """Raw-audio pretraining dataset: reads a manifest, crops, normalises, optionally precomputes masks.
 
+Bad data met during training (an unreadable or vanished file, wrong rate or channels, NaN/inf
+samples, a clip too short for the CNN) does not stop the run: the utterance is left out of its
+batch, a warning names ``manifest:line`` and the reason, and the batch carries the count as
+``bad_files``, which the criterion logs.
+
 Batches are cropped to the shortest utterance in the batch (capped at ``max_sample_size``) as in
 data2vec 2.0's pretraining, so the model sees no padding. All randomness (crop offsets,
 dataset-side masks) is drawn from generators seeded by (seed, epoch, utterance ids): a batch is
@@ -7,7 +12,7 @@ the same whether the run was interrupted or not, and whichever worker builds it.
 """
 
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -38,10 +43,12 @@ class Emotion2vecAudioDataset(FairseqDataset):
         seed: run seed for crop offsets and dataset-side masks.
         mask: None, or a dict of compute_span_mask settings plus ``clone_batch`` and
             ``conv_layers`` to return ``precomputed_mask`` [B * clone_batch, T] in each batch.
+        conv_layers: the model's CNN spec; clips giving fewer than 2 frames are left out.
     """
 
     def __init__(self, manifest: Manifest, sample_rate: int = 16000, max_sample_size: Optional[int] = None,
-                 min_sample_size: int = 0, normalize: bool = True, seed: int = 1, mask: Optional[dict] = None):
+                 min_sample_size: int = 0, normalize: bool = True, seed: int = 1, mask: Optional[dict] = None,
+                 conv_layers: Optional[List[Tuple[int, int, int]]] = None):
         super().__init__()
         self.manifest = manifest
         self.sample_rate = sample_rate
@@ -50,6 +57,8 @@ class Emotion2vecAudioDataset(FairseqDataset):
         self.seed = seed
         self.mask = mask
         self.epoch = 1
+        self.conv_layers = conv_layers or (mask or {}).get("conv_layers")
+        self._warned = set()
         keep = [i for i, n in enumerate(manifest.sizes) if n >= min_sample_size]
         skipped = len(manifest) - len(keep)
         if skipped:
@@ -86,11 +95,29 @@ class Emotion2vecAudioDataset(FairseqDataset):
                                  f"convert with `e2v-manifest ... --resample-to OUT`")
         return wav
 
+    def problem(self, wav: np.ndarray) -> Optional[str]:
+        """Why a decoded clip cannot be trained on, or None."""
+        if self.conv_layers is not None and frames_for_samples(self.conv_layers, len(wav)) < 2:
+            return f"{len(wav)} samples is shorter than the CNN needs for 2 frames"
+        if not np.isfinite(wav).all():
+            return f"{int((~np.isfinite(wav)).sum())} NaN/inf samples"
+        return None
+
     def __getitem__(self, index: int) -> Dict[str, object]:
-        wav = torch.from_numpy(self.read(index))
+        try:
+            wav = self.read(index)
+            reason = self.problem(wav)
+        except AudioReadError as e:
+            reason = str(e)
+        if reason is not None:
+            if index not in self._warned:  # once per file (and per loader worker)
+                self._warned.add(index)
+                logger.warning("skipping %s: %s", self.where(index), reason)
+            return {"id": index, "source": None}
+        source = torch.from_numpy(wav)
         if self.normalize:
-            wav = F.layer_norm(wav, wav.shape)
-        return {"id": index, "source": wav}
+            source = F.layer_norm(source, source.shape)
+        return {"id": index, "source": source}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -100,8 +127,11 @@ class Emotion2vecAudioDataset(FairseqDataset):
         return torch.Generator().manual_seed(hash(key) & ((1 << 63) - 1))
 
     def collater(self, samples: List[Dict[str, object]]) -> Dict[str, object]:
+        bad = sum(s.get("source") is None for s in samples)
         samples = [s for s in samples if s.get("source") is not None]
         if not samples:
+            # fairseq turns an empty batch into a dummy batch with ignored gradients; the
+            # warnings above already named every file
             return {}
         ids = [int(s["id"]) for s in samples]
         size = min(min(len(s["source"]) for s in samples), self.max_sample_size)
@@ -119,7 +149,7 @@ class Emotion2vecAudioDataset(FairseqDataset):
                 len(samples) * m["clone_batch"], frames, m["mask_prob"], m["mask_length"], m["mask_prob_adjust"],
                 generator=self._generator(ids, salt=1),
             )
-        return {"id": net_input["id"], "net_input": net_input}
+        return {"id": net_input["id"], "net_input": net_input, "bad_files": bad}
 
     def num_tokens(self, index: int) -> int:
         return self.size(index)

@@ -6,11 +6,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
+import torch.distributed as dist
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
 from ..data.audio_dataset import Emotion2vecAudioDataset
+from ..checkpoint.repair import repair_last_checkpoint
 from ..data.manifest import ManifestError, first_missing_files, read_manifest
 from ..modules.config import parse_conv_layers
 
@@ -35,6 +38,9 @@ class Emotion2vecPretrainingConfig(FairseqDataclass):
     clone_batch: int = II("model.clone_batch")
     conv_feature_layers: str = II("model.conv_feature_layers")
     seed: int = II("common.seed")
+    # where fairseq resumes from: a truncated checkpoint_last.pt there is repaired at start
+    save_dir: str = II("checkpoint.save_dir")
+    restore_file: str = II("checkpoint.restore_file")
 
 
 @register_task("emotion2vec_pretraining", dataclass=Emotion2vecPretrainingConfig)
@@ -43,6 +49,12 @@ class Emotion2vecPretrainingTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg: Emotion2vecPretrainingConfig, **kwargs) -> "Emotion2vecPretrainingTask":
+        # runs after distributed init and before fairseq loads checkpoint_last.pt; rank 0 loads it
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        save_dir = cfg.get("save_dir") if hasattr(cfg, "get") else getattr(cfg, "save_dir", None)
+        restore = cfg.get("restore_file") if hasattr(cfg, "get") else getattr(cfg, "restore_file", None)
+        if rank == 0 and save_dir and restore == "checkpoint_last.pt":
+            repair_last_checkpoint(save_dir)
         return cls(cfg)
 
     def load_dataset(self, split: str, **kwargs) -> None:
@@ -56,16 +68,51 @@ class Emotion2vecPretrainingTask(FairseqTask):
                     f"{path}: audio files are missing (first {len(missing)} shown):\n  " + "\n  ".join(missing)
                     + "\nfix the root on line 1 or rebuild the manifest with e2v-manifest"
                 )
+        conv_layers = parse_conv_layers(cfg.conv_feature_layers)
         mask = None
         if cfg.precompute_mask:
             mask = {
                 "mask_prob": cfg.mask_prob, "mask_length": cfg.mask_length, "mask_prob_adjust": cfg.mask_prob_adjust,
-                "clone_batch": cfg.clone_batch, "conv_layers": parse_conv_layers(cfg.conv_feature_layers),
+                "clone_batch": cfg.clone_batch, "conv_layers": conv_layers,
             }
         self.datasets[split] = Emotion2vecAudioDataset(
-            manifest, cfg.sample_rate, cfg.max_sample_size, cfg.min_sample_size, cfg.normalize, cfg.seed, mask
+            manifest, cfg.sample_rate, cfg.max_sample_size, cfg.min_sample_size, cfg.normalize, cfg.seed, mask,
+            conv_layers,
         )
         logger.info("loaded %d utterances from %s", len(self.datasets[split]), path)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """fairseq's train_step plus a guard: a non-finite loss is replaced by a zero loss on the
+        parameters (so DDP's gradient all-reduce still runs on every rank) and the update is
+        marked for skipping in :meth:`optimizer_step`."""
+        model.train()
+        model.set_num_updates(update_num)
+        loss, sample_size, logging_output = criterion(model, sample)
+        if not torch.isfinite(loss):
+            logger.warning("non-finite loss %s at update %d: this update will be skipped", loss.item(), update_num + 1)
+            self._skip_update = True
+            loss = sum(p.reshape(-1)[0] for p in model.parameters() if p.requires_grad) * 0.0
+            # same keys as a normal step: fairseq all-reduces the summed stats as one dict per rank
+            logging_output = {**{k: 0 for k in logging_output}, "nonfinite_loss": 1}
+            sample_size = 0
+        if ignore_grad:
+            loss = loss * 0
+        optimizer.backward(loss)
+        return loss, sample_size, logging_output
+
+    def optimizer_step(self, optimizer, model, update_num):
+        """Step, unless any worker saw a non-finite loss in this update (agreed by all-reduce, so
+        every rank skips together). The student is left untouched, hence so is the teacher."""
+        skip = torch.tensor([1.0 if getattr(self, "_skip_update", False) else 0.0],
+                            device=next(model.parameters()).device)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(skip)
+        self._skip_update = False
+        if skip.item() > 0:
+            logger.warning("skipping update %d: non-finite loss on %d worker(s)", update_num + 1, int(skip.item()))
+            optimizer.zero_grad()
+            return
+        optimizer.step()
 
     @property
     def source_dictionary(self):
