@@ -204,3 +204,19 @@ def test_sdpa_and_eager_attention_agree_with_bias_and_padding():
         attn.impl = impl
         outs[impl] = attn(x, mask)
     torch.testing.assert_close(outs["sdpa"], outs["eager"], atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_student_keeps_fp32_teacher_and_targets():
+    """What fairseq does for common.bf16: the model is cast; the teacher and targets must stay fp32."""
+    torch.manual_seed(0)
+    model = Emotion2vecModel(tiny_model_cfg()).to(torch.bfloat16).train()
+    model.set_num_updates(1)
+    out = model(torch.randn(2, 12000, dtype=torch.bfloat16), id=torch.tensor([0, 1]))
+    assert out["frame_pred"].dtype == torch.bfloat16
+    assert out["frame_target"].dtype == out["utt_target"].dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.teacher.module.parameters())
+    crit = Emotion2vecCriterion(Emotion2vecCriterionConfig(), task=None)
+    loss, n, _ = crit(model, {"net_input": {"source": torch.randn(2, 12000, dtype=torch.bfloat16), "id": torch.tensor([0, 1])}})
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad.float()).all() for p in model.parameters() if p.grad is not None)
