@@ -34,6 +34,8 @@ setup(
             "e2v-probe = emotion2vec_plugin.downstream.probe:cli_main",
             "e2v-export = emotion2vec_plugin.downstream.export:cli_main",
             "e2v-extract = emotion2vec_plugin.downstream.extract:cli_main",
+            "e2v-demo-corpus = emotion2vec_plugin.demo.corpus:cli_main",
+            "e2v-demo-report = emotion2vec_plugin.demo.report:cli_main",
             "e2v-synth-corpus = emotion2vec_plugin.data.synthetic:cli_main",
         ]
     },

@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from emotion2vec_plugin.data.audio_dataset import AudioReadError, Emotion2vecAudioDataset
-from emotion2vec_plugin.data.manifest import ManifestError, read_manifest
+from emotion2vec_plugin.data.audio_dataset import Emotion2vecAudioDataset
+from emotion2vec_plugin.data.manifest import AudioReadError, ManifestError, read_manifest
 from emotion2vec_plugin.modules.config import parse_conv_layers
 
 TINY_CONV = parse_conv_layers("[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2")

@@ -36,7 +36,7 @@ def trained_model(ckpt_path) -> Emotion2vecModel:
 @pytest.mark.parametrize("fmt", ["plugin", "emotion2vec", "funasr"])
 def test_export_round_trip_gives_identical_features(tmp_path, trained, fmt):
     ckpt, _ = trained
-    where = export.main(argparse.Namespace(checkpoint=str(ckpt), out=str(tmp_path / fmt), format=fmt))
+    where = export.main(argparse.Namespace(checkpoint=str(ckpt), out=str(tmp_path / fmt), format=fmt, random_init=None))
     model, settings = load_pretrained(where)
     assert settings.normalize is True
     assert model.audio.decoder is None
@@ -49,7 +49,7 @@ def test_export_round_trip_gives_identical_features(tmp_path, trained, fmt):
 
 def test_plugin_export_has_student_only(tmp_path, trained):
     ckpt, _ = trained
-    out = export.main(argparse.Namespace(checkpoint=str(ckpt), out=str(tmp_path / "p"), format="plugin"))
+    out = export.main(argparse.Namespace(checkpoint=str(ckpt), out=str(tmp_path / "p"), format="plugin", random_init=None))
     keys = set(load_file(os.path.join(out, "model.safetensors")))
     assert not [k for k in keys if k.startswith("_ema") or ".decoder." in k]
     assert "modality_encoders.AUDIO.extra_tokens" in keys
@@ -57,7 +57,7 @@ def test_plugin_export_has_student_only(tmp_path, trained):
 
 def test_emotion2vec_export_is_released_layout(tmp_path, trained):
     ckpt, _ = trained
-    path = export.main(argparse.Namespace(checkpoint=str(ckpt), out=str(tmp_path / "e"), format="emotion2vec"))
+    path = export.main(argparse.Namespace(checkpoint=str(ckpt), out=str(tmp_path / "e"), format="emotion2vec", random_init=None))
     state = torch.load(path, map_location="cpu", weights_only=False)
     assert state["cfg"]["model"]["_name"] == "data2vec_multi"
     assert state["cfg"]["model"]["modalities"]["audio"]["num_extra_tokens"] == 2
@@ -67,7 +67,7 @@ def test_emotion2vec_export_is_released_layout(tmp_path, trained):
 
 def test_loading_an_export_with_a_missing_or_extra_key_names_file_and_key(tmp_path, trained):
     ckpt, _ = trained
-    out = export.main(argparse.Namespace(checkpoint=str(ckpt), out=str(tmp_path / "p"), format="plugin"))
+    out = export.main(argparse.Namespace(checkpoint=str(ckpt), out=str(tmp_path / "p"), format="plugin", random_init=None))
     weights = os.path.join(out, "model.safetensors")
     state = load_file(weights)
     save_file({k: v for k, v in state.items() if k != "blocks.1.norm2.bias"}, weights)
@@ -138,3 +138,27 @@ def test_extraction_of_a_manifest_with_a_vanished_file_fails_clearly(tmp_path, t
 def test_bad_layer_index_is_rejected():
     with pytest.raises(ValueError, match=r"--layers 13: the model has blocks 1\.\.12"):
         extract.select_layers(12, [13])
+
+
+def test_fbank_baseline_uses_the_same_layout(tmp_path, trained):
+    _, data = trained
+    result = run_extract("fbank", data / "valid.tsv", tmp_path / "fb")
+    feats = np.load(tmp_path / "fb" / "valid.npy")
+    lengths = [int(x) for x in open(tmp_path / "fb" / "valid.lengths").read().split()]
+    sizes = [int(line.split("\t")[1]) for line in open(data / "valid.tsv").read().splitlines()[1:]]
+    # Kaldi framing: 25 ms windows (400 samples) every 10 ms (160): 1 + (n - 400) // 160 frames
+    assert lengths == [1 + (n - 400) // 160 for n in sizes]
+    assert feats.shape == (sum(lengths), 80) and result["layers"] == []
+    assert np.isfinite(feats).all()
+
+
+def test_random_init_export_has_same_architecture_and_fresh_weights(tmp_path, trained):
+    ckpt, _ = trained
+    rand = export.main(argparse.Namespace(checkpoint=str(ckpt), out=str(tmp_path / "r"), format="plugin", random_init=0))
+    model, _ = load_pretrained(rand)
+    ref = trained_model(ckpt)
+    own = model.state_dict()
+    assert set(own) == {k for k in ref.state_dict() if not k.startswith("_ema") and ".decoder." not in k}
+    assert not torch.equal(own["blocks.0.mlp.fc1.weight"], ref.state_dict()["blocks.0.mlp.fc1.weight"])
+    again = export.main(argparse.Namespace(checkpoint=str(ckpt), out=str(tmp_path / "r2"), format="plugin", random_init=0))
+    assert torch.equal(load_pretrained(again)[0].state_dict()["blocks.0.mlp.fc1.weight"], own["blocks.0.mlp.fc1.weight"])

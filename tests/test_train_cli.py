@@ -72,7 +72,7 @@ def composed_config(config: str, *overrides: str) -> dict:
     return yaml.safe_load(proc.stdout)
 
 
-@pytest.mark.parametrize("config", ["emotion2vec_base", "emotion2vec_tiny"])
+@pytest.mark.parametrize("config", ["emotion2vec_base", "emotion2vec_tiny", "emotion2vec_demo"])
 def test_every_config_field_is_listed_so_overrides_need_no_plus(config):
     from dataclasses import fields
 
@@ -102,3 +102,10 @@ def test_base_recipe_is_the_released_configuration():
     assert cfg["optimizer"]["groups"]["default"]["lr_scheduler"]["warmup_updates"] == 5000  # 5% of 100k
     assert cfg["dataset"]["max_tokens"] == 1_000_000
     assert cfg["model"]["ema_anneal_end_step"] == 20000
+
+
+def test_demo_recipe_keeps_its_batch_and_schedule():
+    cfg = composed_config("emotion2vec_demo")
+    assert cfg["dataset"]["max_tokens"] == 160000 and cfg["common"]["log_interval"] == 50
+    assert cfg["model"]["embed_dim"] == 192 and cfg["optimization"]["max_update"] == 1500
+    assert cfg["task"]["min_sample_size"] == 16000 and cfg["common"]["cpu"] is True

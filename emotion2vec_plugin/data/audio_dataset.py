@@ -15,20 +15,15 @@ import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 from fairseq.data import FairseqDataset
 
 from ..modules.feature_extractor import frames_for_samples
 from ..modules.masking import compute_span_mask
-from .manifest import Manifest
+from .manifest import AudioReadError, Manifest, read_mono
 
 logger = logging.getLogger(__name__)
-
-
-class AudioReadError(RuntimeError):
-    """An utterance that cannot be used; the message names manifest:line and the file."""
 
 
 class Emotion2vecAudioDataset(FairseqDataset):
@@ -79,21 +74,8 @@ class Emotion2vecAudioDataset(FairseqDataset):
         return self.manifest.where(int(self.indices[index]))
 
     def read(self, index: int) -> np.ndarray:
-        """Mono float32 samples of utterance ``index``."""
-        path = self.manifest.full_path(int(self.indices[index]))
-        try:
-            wav, sr = sf.read(path, dtype="float32", always_2d=False)
-        except (sf.LibsndfileError, RuntimeError, OSError) as e:
-            raise AudioReadError(f"{self.where(index)}: cannot read {path}: {e}") from None
-        if sr != self.sample_rate:
-            raise AudioReadError(
-                f"{self.where(index)}: {path} is {sr} Hz, expected {self.sample_rate}; "
-                f"convert with `e2v-manifest ROOT --dest DIR --resample-to OUT`"
-            )
-        if wav.ndim != 1:
-            raise AudioReadError(f"{self.where(index)}: {path} has {wav.shape[1]} channels, expected mono; "
-                                 f"convert with `e2v-manifest ... --resample-to OUT`")
-        return wav
+        """Mono float32 samples of utterance ``index`` (AudioReadError naming manifest:line)."""
+        return read_mono(self.manifest.full_path(int(self.indices[index])), self.where(index), self.sample_rate)
 
     def problem(self, wav: np.ndarray) -> Optional[str]:
         """Why a decoded clip cannot be trained on, or None."""

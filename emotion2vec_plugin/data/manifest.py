@@ -20,6 +20,10 @@ class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the file, the line and the fix."""
 
 
+class AudioReadError(RuntimeError):
+    """An utterance that cannot be used; the message names manifest:line and the file."""
+
+
 @dataclass
 class Manifest:
     """A parsed manifest.
@@ -112,3 +116,23 @@ def first_missing_files(manifest: Manifest, limit: Optional[int] = 10) -> List[s
             if limit is not None and len(bad) >= limit:
                 break
     return bad
+
+
+def read_mono(path: str, where: str, sample_rate: int = 16000):
+    """Decode ``path`` as float32 mono at ``sample_rate`` or raise AudioReadError naming ``where``.
+
+    soundfile is imported here so that parsing manifests needs no audio library.
+    """
+    import soundfile as sf
+
+    try:
+        wav, sr = sf.read(path, dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioReadError(f"{where}: cannot read {path}: {e}") from None
+    if sr != sample_rate:
+        raise AudioReadError(f"{where}: {path} is {sr} Hz, expected {sample_rate}; "
+                             f"convert with `e2v-manifest ROOT --dest DIR --resample-to OUT`")
+    if wav.ndim != 1:
+        raise AudioReadError(f"{where}: {path} has {wav.shape[1]} channels, expected mono; "
+                             f"convert with `e2v-manifest ... --resample-to OUT`")
+    return wav

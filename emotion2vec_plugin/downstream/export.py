@@ -22,6 +22,7 @@ from typing import Any, Dict, Tuple
 import torch
 
 from ..modules.config import EncoderConfig, encoder_config_from
+from ..modules.encoder import Emotion2vecEncoder
 from .pretrained import (PLUGIN_CONFIG, PLUGIN_WEIGHTS, ExportFormatError, _plain, encoder_to_released_config,
                          released_to_encoder_fields)
 
@@ -109,6 +110,9 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Export an emotion2vec training checkpoint for downstream use.")
     p.add_argument("checkpoint", help="fairseq checkpoint written by fairseq-hydra-train (e.g. checkpoints/checkpoint_last.pt)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--random-init", type=int, default=None, metavar="SEED",
+                   help="export the checkpoint's architecture with fresh random weights (seeded) instead of its "
+                        "trained weights: the 'random weights' control of a probe comparison")
     p.add_argument("--format", choices=FORMATS, default="plugin",
                    help="plugin: safetensors + json, no fairseq needed; emotion2vec: released fairseq layout; "
                         "funasr: config.yaml + model.pt for FunASR")
@@ -117,6 +121,10 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(args) -> str:
     state, enc, training, extra = read_training_checkpoint(args.checkpoint)
+    if getattr(args, "random_init", None) is not None:
+        torch.manual_seed(args.random_init)
+        state = Emotion2vecEncoder(enc).state_dict()
+        extra["meta"].update(random_init=args.random_init, num_updates=0)
     return EXPORTERS[args.format](state, enc, training, extra, args.out)
 
 

@@ -11,7 +11,9 @@ features equal its one-by-one features (tested). Output, in manifest order:
   probe format.
 
 Per-utterance files are written atomically and skipped when present, so an interrupted run
-resumes where it stopped.
+resumes where it stopped. ``MODEL = fbank`` writes 80-dim log-mel filterbanks (Kaldi-style,
+25 ms windows every 10 ms, ``torchaudio.compliance.kaldi.fbank``) in the same layout: the
+baseline the paper's tables compare against.
 """
 
 import argparse
@@ -20,11 +22,10 @@ import os
 from typing import List, Optional, Sequence
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from ..data.manifest import ManifestError, first_missing_files, read_manifest
+from ..data.manifest import AudioReadError, ManifestError, first_missing_files, read_manifest, read_mono
 from ..modules.encoder import Emotion2vecEncoder, normalize_waveform
 from .pretrained import load_pretrained
 
@@ -71,15 +72,16 @@ def extract_batch(model: Emotion2vecEncoder, wavs: Sequence[np.ndarray], layers:
     return result
 
 
-def read_audio(path: str, where: str, sample_rate: int) -> np.ndarray:
-    try:
-        wav, sr = sf.read(path, dtype="float32", always_2d=False)
-    except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise ManifestError(f"{where}: cannot read {path}: {e}") from None
-    if sr != sample_rate or wav.ndim != 1:
-        raise ManifestError(f"{where}: {path} is {sr} Hz with shape {wav.shape}; expected {sample_rate} Hz mono "
-                            f"(convert with e2v-manifest --resample-to)")
-    return wav
+def fbank_features(wavs: Sequence[np.ndarray], granularity: str = "frame", num_mel_bins: int = 80) -> List[np.ndarray]:
+    """Log-mel filterbanks [T, num_mel_bins] (100 frames/s) of 16 kHz waveforms (or their time mean)."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    out = []
+    for w in wavs:
+        feats = kaldi.fbank(torch.from_numpy(np.asarray(w, dtype=np.float32)).unsqueeze(0) * 32768,
+                            num_mel_bins=num_mel_bins, sample_frequency=16000, dither=0.0)
+        out.append((feats.mean(dim=0) if granularity == "utterance" else feats).numpy())
+    return out
 
 
 def npy_relpath(name: str) -> str:
@@ -102,7 +104,8 @@ def plan_batches(sizes: Sequence[int], todo: Sequence[int], batch_size: int, max
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Extract emotion2vec features for every utterance of a manifest.")
-    p.add_argument("model", help="e2v-export folder (plugin or funasr format) or a checkpoint (ours or released)")
+    p.add_argument("model", help="e2v-export folder (plugin or funasr format), a checkpoint (ours or released), "
+                                 "or 'fbank' for the log-mel filterbank baseline")
     p.add_argument("manifest", help="fairseq manifest (.tsv) listing 16 kHz mono audio")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--granularity", choices=["frame", "utterance"], default="frame")
@@ -124,23 +127,32 @@ def main(args) -> dict:
     missing = first_missing_files(manifest)
     if missing:
         raise ManifestError(f"{args.manifest}: audio files are missing:\n  " + "\n  ".join(missing))
-    model, settings = load_pretrained(args.model, args.device)
-    layers = select_layers(model.num_layers, args.layers)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    if args.model == "fbank":
+        sample_rate, layers = 16000, []
+
+        def featurize(wavs):
+            return fbank_features(wavs, args.granularity)
+    else:
+        model, settings = load_pretrained(args.model, args.device)
+        sample_rate, layers = settings.sample_rate, select_layers(model.num_layers, args.layers)
+
+        def featurize(wavs):
+            return extract_batch(model, wavs, layers, settings.normalize, args.granularity, dtype)
     os.makedirs(args.out, exist_ok=True)
     outputs = [os.path.join(args.out, npy_relpath(n)) for n in manifest.names]
     todo = [i for i, path in enumerate(outputs) if not os.path.isfile(path)]
     if len(todo) < len(manifest):
         logger.info("resuming: %d of %d utterances already extracted", len(manifest) - len(todo), len(manifest))
-    batches = plan_batches(manifest.sizes, todo, args.batch_size, int(args.max_batch_seconds * settings.sample_rate))
+    batches = plan_batches(manifest.sizes, todo, args.batch_size, int(args.max_batch_seconds * sample_rate))
     with tqdm(total=len(todo), unit="utt", disable=args.quiet, desc="extract") as bar:
         for batch in batches:
-            wavs = [read_audio(manifest.full_path(i), manifest.where(i), settings.sample_rate) for i in batch]
+            wavs = [read_mono(manifest.full_path(i), manifest.where(i), sample_rate) for i in batch]
             for i, wav in zip(batch, wavs):
                 if len(wav) != manifest.sizes[i]:
                     raise ManifestError(f"{manifest.where(i)}: {manifest.full_path(i)} has {len(wav)} samples, "
                                         f"the manifest says {manifest.sizes[i]}; rebuild it with e2v-manifest")
-            feats = extract_batch(model, wavs, layers, settings.normalize, args.granularity, dtype)
+            feats = featurize(wavs)
             for i, f in zip(batch, feats):
                 os.makedirs(os.path.dirname(outputs[i]), exist_ok=True)
                 tmp = outputs[i] + ".tmp.npy"
@@ -172,7 +184,7 @@ def cli_main() -> None:
     args = get_parser().parse_args()
     try:
         result = main(args)
-    except (ManifestError, ValueError) as e:
+    except (ManifestError, AudioReadError, ValueError) as e:
         raise SystemExit(f"e2v-extract: {e}")
     print(f"e2v-extract: {result}")
 

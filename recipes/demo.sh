@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The main job: from nothing to a pretrained, probed emotion2vec on an embedded corpus, on CPU.
+#
+#   bash recipes/demo.sh [--work DIR] [--quick] [--stage N] [--stop-stage M]
+#
+# Stages (each re-runnable on its own; finished stages are skipped, marked by WORK/.done.<stage>):
+#   1 corpus    espeak-ng speech in 4 prosody classes x 6 voices (e2v-demo-corpus)
+#   2 manifest  e2v-manifest (unlabelled part) and e2v-labels csv (labelled part)
+#   3 pretrain  fairseq-hydra-train with the plugin, recipes/pretrain/emotion2vec_demo.yaml
+#   4 export    e2v-export: the pretrained student, and the same architecture with random weights
+#   5 extract   e2v-extract: last-layer features of both models, and log-mel filterbanks
+#   6 probe     e2v-probe: leave-one-speaker-out probe on each feature set
+#   7 report    e2v-demo-report: table, JSON report, t-SNE plot, stage timings
+# --quick shrinks every stage (the CI test runs it); the full demo takes about 15 minutes on 2 cores.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$REPO/.venv/bin
+WORK=$REPO/demo_work
+QUICK=0
+STAGE=1
+STOP=7
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --work) WORK=$2; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    --stage) STAGE=$2; shift 2 ;;
+    --stop-stage) STOP=$2; shift 2 ;;
+    *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+
+if [ "$QUICK" = 1 ]; then
+  CORPUS_ARGS=(--speakers 3 --labelled-per-class 4 --unlabelled 60)
+  TRAIN_ARGS=(optimization.max_update=20 dataset.validate_interval_updates=10 checkpoint.save_interval_updates=10 common.log_interval=5)
+  PROBE_ARGS=(--epochs 5 --patience 3)
+else
+  CORPUS_ARGS=(--speakers 6 --labelled-per-class 12 --unlabelled 1200)
+  TRAIN_ARGS=()
+  PROBE_ARGS=(--epochs 100 --patience 10)
+fi
+
+run_stage() {  # run_stage N NAME CMD...: skip when done, time it, mark it done
+  local n=$1 name=$2
+  shift 2
+  if [ "$n" -lt "$STAGE" ] || [ "$n" -gt "$STOP" ]; then return; fi
+  if [ -f "$WORK/.done.$name" ]; then
+    echo "== stage $n $name: done before, skipping (rm $WORK/.done.$name to redo)"
+    return
+  fi
+  echo "== stage $n $name"
+  local t0=$SECONDS
+  "$@"
+  echo -e "$n\t$name\t$((SECONDS - t0))" >> "$WORK/timings.tsv"
+  touch "$WORK/.done.$name"
+}
+
+corpus() { "$BIN/e2v-demo-corpus" "$WORK/corpus" "${CORPUS_ARGS[@]}"; }
+
+manifest() {
+  "$BIN/e2v-manifest" "$WORK/corpus/unlabelled" --dest "$WORK/manifests" --valid-percent 0.03 --seed 0
+  "$BIN/e2v-labels" csv "$WORK/corpus/labelled.csv" --dest "$WORK/labels" --split demo
+}
+
+pretrain() {
+  mkdir -p "$WORK/pretrain"
+  (cd "$WORK/pretrain" && "$BIN/fairseq-hydra-train" --config-dir "$REPO/recipes/pretrain" \
+    --config-name emotion2vec_demo task.data="$WORK/manifests" common.user_dir="$REPO/emotion2vec_plugin" \
+    "${TRAIN_ARGS[@]}")
+}
+
+export_models() {
+  local ckpt=$WORK/pretrain/checkpoints/checkpoint_last.pt
+  "$BIN/e2v-export" "$ckpt" --out "$WORK/export/pretrained" --format plugin
+  "$BIN/e2v-export" "$ckpt" --out "$WORK/export/random" --format plugin --random-init 0
+}
+
+extract() {
+  for model in pretrained random; do
+    "$BIN/e2v-extract" "$WORK/export/$model" "$WORK/labels/demo.tsv" --out "$WORK/features/$model" --prefix demo
+  done
+  "$BIN/e2v-extract" fbank "$WORK/labels/demo.tsv" --out "$WORK/features/fbank" --prefix demo
+}
+
+probe() {
+  mkdir -p "$WORK/probe"
+  for feats in pretrained random fbank; do
+    local plot=()
+    if [ "$feats" = pretrained ]; then plot=(--plot "$WORK/probe/tsne_pretrained.png" --confusion-plot "$WORK/probe/confusion_pretrained.png"); fi
+    "$BIN/e2v-probe" "$WORK/features/$feats/demo" "$WORK/labels/demo.emo" --groups "$WORK/labels/demo.group" \
+      --out "$WORK/probe/$feats.json" --seed 0 "${PROBE_ARGS[@]}" "${plot[@]}"
+  done
+}
+
+report() { "$BIN/e2v-demo-report" "$WORK"; }
+
+run_stage 1 corpus corpus
+run_stage 2 manifest manifest
+run_stage 3 pretrain pretrain
+run_stage 4 export export_models
+run_stage 5 extract extract
+run_stage 6 probe probe
+run_stage 7 report report
