@@ -6,6 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 
+# espeak-ng speaks the demo's corpus; without root or apt the demo falls back to numpy tones
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) \
+      || echo "setup.sh: could not install espeak-ng; the demo will use its numpy fallback" >&2
+  else
+    echo "setup.sh: espeak-ng missing (apt-get install espeak-ng); the demo will use its numpy fallback" >&2
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

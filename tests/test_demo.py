@@ -1,0 +1,43 @@
+"""The main job, shortened: recipes/demo.sh --quick runs every stage the README's first command runs."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def demo(work: Path, *extra: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(REPO / "recipes" / "demo.sh"), "--work", str(work), "--quick", *extra],
+                          capture_output=True, text=True, env=env, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    return log
+
+
+def test_quick_demo_end_to_end_and_resumable(tmp_path):
+    work = tmp_path / "demo"
+    log = demo(work)
+    for stage in ("corpus", "manifest", "pretrain", "export", "extract", "probe", "report"):
+        assert f"== stage" in log and (work / f".done.{stage}").exists(), stage
+    report = json.loads((work / "report.json").read_text())
+    assert [r["features"] for r in report["rows"]] == ["pretrained", "random", "fbank"]
+    for row in report["rows"]:
+        assert 0.0 <= row["UA"] <= 1.0 and row["folds"] == 3  # 3 speakers: leave-one-speaker-out
+    assert report["verdict"] and "random weights" in report["verdict"]
+    assert set(report["timings_s"]) == {"corpus", "manifest", "pretrain", "export", "extract", "probe", "report"}
+    assert "verdict:" in log and "| features | WA | UA | WF1 |" in log
+    for png in ("probe_scores.png", "probe/tsne_pretrained.png", "probe/confusion_pretrained.png"):
+        assert (work / png).stat().st_size > 1000, png
+    # finished stages are skipped on a re-run; one stage can be redone on its own
+    again = demo(work)
+    assert again.count("done before, skipping") == 7
+    (work / ".done.report").unlink()
+    redo = demo(work, "--stage", "7")
+    assert "== stage 7 report" in redo and "verdict:" in redo
