@@ -112,3 +112,35 @@ def test_collapse_guard_stops_with_a_clear_error():
     model = Emotion2vecModel(tiny_model_cfg(collapse_check_after=10, min_target_var=100.0)).train()
     model.set_num_updates(1)
     model(torch.randn(2, 8000), id=torch.tensor([0, 1]))  # not armed yet: no error
+
+
+def test_several_corpora_with_sampling_weights(tmp_path):
+    from omegaconf import OmegaConf
+
+    from emotion2vec_plugin.tasks.emotion2vec_pretraining import Emotion2vecPretrainingTask
+    from tests.helpers import write_corpus
+
+    a = write_corpus(tmp_path / "a", splits=(("train", 30), ("valid", 2)), seed=1)
+    b = write_corpus(tmp_path / "b", splits=(("train", 10), ("valid", 2)), seed=2)
+
+    def task(weights):
+        return Emotion2vecPretrainingTask(OmegaConf.create({
+            "data": f"{a},{b}", "data_weights": weights, "train_subset": "train", "sample_rate": 16000,
+            "normalize": True, "max_sample_size": 32000, "min_sample_size": 0, "check_files": True,
+            "precompute_mask": False, "seed": 1, "conv_feature_layers": "[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2"}))
+
+    t = task(None)  # plain concatenation
+    t.load_dataset("train")
+    assert len(t.datasets["train"]) == 40
+    t = task("1,3")  # corpus b gets 3/4 of each epoch although it holds 1/4 of the utterances
+    t.load_dataset("train")
+    ds = t.datasets["train"]
+    ds.set_epoch(1)
+    from_b = [int(i) >= 30 for i in ds._cur_indices.array]
+    assert len(from_b) == 40 and 0.6 < np.mean(from_b) < 0.9
+    t.load_dataset("valid")  # validation is never resampled
+    assert len(t.datasets["valid"]) == 4
+    batch = ds.collater([ds[i] for i in range(3)])
+    assert batch["net_input"]["source"].shape[0] == 3
+    with pytest.raises(ValueError, match="need 2 non-negative weights"):
+        task("1,2,3").load_dataset("train")

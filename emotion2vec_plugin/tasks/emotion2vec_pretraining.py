@@ -4,16 +4,19 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
+
+import numpy as np
 
 import torch
 import torch.distributed as dist
+from fairseq.data import ConcatDataset, ResamplingDataset
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
-from ..data.audio_dataset import Emotion2vecAudioDataset
 from ..checkpoint.repair import repair_last_checkpoint
+from ..data.audio_dataset import Emotion2vecAudioDataset
 from ..data.manifest import ManifestError, first_missing_files, read_manifest
 from ..modules.config import parse_conv_layers
 
@@ -22,7 +25,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Emotion2vecPretrainingConfig(FairseqDataclass):
-    data: str = field(default=MISSING, metadata={"help": "folder holding <subset>.tsv manifests (e2v-manifest output)"})
+    data: str = field(
+        default=MISSING,
+        metadata={"help": "folder holding <subset>.tsv manifests (e2v-manifest output); several folders "
+                          "separated by commas pretrain on several corpora at once"},
+    )
+    data_weights: Optional[str] = field(
+        default=None,
+        metadata={"help": "comma-separated sampling weights, one per task.data folder, for the training subset: "
+                          "each epoch draws that share of utterances from each corpus (with replacement); "
+                          "default: plain concatenation (weights proportional to corpus sizes)"},
+    )
     sample_rate: int = field(default=16000, metadata={"help": "audio sample rate in Hz; other rates are an error"})
     normalize: bool = field(default=True, metadata={"help": "zero mean / unit variance per utterance (released model: true)"})
     max_sample_size: Optional[int] = field(default=320000, metadata={"help": "crop cap in samples (320000 = 20 s)"})
@@ -38,6 +51,7 @@ class Emotion2vecPretrainingConfig(FairseqDataclass):
     clone_batch: int = II("model.clone_batch")
     conv_feature_layers: str = II("model.conv_feature_layers")
     seed: int = II("common.seed")
+    train_subset: str = II("dataset.train_subset")
     # where fairseq resumes from: a truncated checkpoint_last.pt there is repaired at start
     save_dir: str = II("checkpoint.save_dir")
     restore_file: str = II("checkpoint.restore_file")
@@ -57,9 +71,39 @@ class Emotion2vecPretrainingTask(FairseqTask):
             repair_last_checkpoint(save_dir)
         return cls(cfg)
 
-    def load_dataset(self, split: str, **kwargs) -> None:
+    def load_dataset(self, split: str, epoch: int = 1, **kwargs) -> None:
+        folders = [d for d in str(self.cfg.data).split(",") if d]
+        datasets = [self.load_manifest(os.path.join(d, f"{split}.tsv")) for d in folders]
+        if len(datasets) == 1:
+            self.datasets[split] = datasets[0]
+            return
+        weights = self.corpus_weights(len(folders))
+        concat = ConcatDataset(datasets)
+        if weights is None or split != self.cfg.get("train_subset", "train"):
+            self.datasets[split] = concat
+        else:
+            # per-utterance probabilities w_c / |c| give corpus c the share w_c of every epoch
+            item_w = np.concatenate([np.full(len(d), w / len(d)) for d, w in zip(datasets, weights)])
+            self.datasets[split] = ResamplingDataset(concat, weights=item_w / item_w.sum(), replace=True,
+                                                     size_ratio=1.0, batch_by_size=True, seed=self.cfg.seed,
+                                                     epoch=epoch)
+        logger.info("%s: %d corpora, %s utterances, sampling weights %s", split, len(folders),
+                    [len(d) for d in datasets], weights)
+
+    def corpus_weights(self, n: int) -> Optional[List[float]]:
+        if not self.cfg.get("data_weights"):
+            return None
+        try:
+            weights = [float(w) for w in str(self.cfg.data_weights).split(",")]
+        except ValueError:
+            raise ValueError(f"task.data_weights={self.cfg.data_weights!r} is not a comma-separated list of numbers") from None
+        if len(weights) != n or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"task.data_weights={self.cfg.data_weights!r}: need {n} non-negative weights, one per "
+                             f"task.data folder, not all zero")
+        return [w / sum(weights) for w in weights]
+
+    def load_manifest(self, path: str) -> Emotion2vecAudioDataset:
         cfg = self.cfg
-        path = os.path.join(cfg.data, f"{split}.tsv")
         manifest = read_manifest(path)
         if cfg.check_files:
             missing = first_missing_files(manifest)
@@ -75,11 +119,12 @@ class Emotion2vecPretrainingTask(FairseqTask):
                 "mask_prob": cfg.mask_prob, "mask_length": cfg.mask_length, "mask_prob_adjust": cfg.mask_prob_adjust,
                 "clone_batch": cfg.clone_batch, "conv_layers": conv_layers,
             }
-        self.datasets[split] = Emotion2vecAudioDataset(
+        dataset = Emotion2vecAudioDataset(
             manifest, cfg.sample_rate, cfg.max_sample_size, cfg.min_sample_size, cfg.normalize, cfg.seed, mask,
             conv_layers,
         )
-        logger.info("loaded %d utterances from %s", len(self.datasets[split]), path)
+        logger.info("loaded %d utterances from %s", len(dataset), path)
+        return dataset
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         """fairseq's train_step plus a guard: a non-finite loss is replaced by a zero loss on the
