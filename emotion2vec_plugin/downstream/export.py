@@ -52,7 +52,9 @@ def read_training_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Encode
     training["max_update"] = (_plain(cfg.get("optimization")) or {}).get("max_update", 100000)
     state = {k: v for k, v in ckpt["model"].items() if not k.startswith("_ema")}
     meta = {"source": os.path.abspath(path), "num_updates": _num_updates(ckpt)}
-    return state, enc, training, {"cfg": cfg, "meta": meta}
+    # fairseq's checkpoint loader upgrades old checkpoints using this bookkeeping
+    bookkeeping = {"optimizer_history": ckpt.get("optimizer_history") or [], "extra_state": ckpt.get("extra_state") or {}}
+    return state, enc, training, {"cfg": cfg, "meta": meta, **bookkeeping}
 
 
 def _num_updates(ckpt: Dict[str, Any]) -> int:
@@ -85,8 +87,9 @@ def export_emotion2vec(state, enc: EncoderConfig, training, extra, out: str) -> 
     cfg["task"] = {"_name": "audio_pretraining", "data": "", "normalize": training.get("normalize", True),
                    "sample_rate": 16000, "max_sample_size": 320000, "min_sample_size": 32000}
     cfg["criterion"] = {"_name": "model", "log_keys": ["ema_decay", "target_var", "pred_var", "model_norm", "ema_norm", "masked_pct"]}
-    ckpt = {"cfg": cfg, "model": state, "optimizer_history": [{"num_updates": extra["meta"]["num_updates"]}],
-            "extra_state": {}, "last_optimizer_state": None}
+    history = extra["optimizer_history"] or [{"num_updates": extra["meta"]["num_updates"], "lr_scheduler_state": {}}]
+    ckpt = {"cfg": cfg, "model": state, "optimizer_history": history, "extra_state": extra["extra_state"],
+            "last_optimizer_state": None}
     path = os.path.join(out, "emotion2vec.pt")
     torch.save(ckpt, path)
     return path
