@@ -192,10 +192,10 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
                     f"dataset-side mask has shape {tuple(precomputed.shape)}, expected ({rows}, {T}) = "
                     f"(batch {B} x clone_batch {self.cfg.clone_batch}, frames); task and model mask settings differ"
                 )
-            return MaskInfo.from_mask(precomputed.to(device=device, dtype=torch.bool))
+            return MaskInfo.from_mask(precomputed.cpu().bool()).to(device)
         gen = torch.Generator().manual_seed(mask_seed(self.cfg.seed, self.num_updates, ids))
         mask = compute_span_mask(rows, T, self.cfg.mask_prob, self.cfg.mask_length, self.cfg.mask_prob_adjust, gen)
-        return MaskInfo.from_mask(mask.to(device))
+        return MaskInfo.from_mask(mask).to(device)  # built on CPU: its counts need no GPU sync
 
     def student_forward(self, feats: torch.Tensor, mask_info: MaskInfo):
         """[B, T, D] -> encoder output [B', N_u + T_keep, D] and decoder output [B', T, D], B' = B * clone."""
@@ -222,13 +222,13 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
             "frame_target": y_rep[masked],
             "utt_pred": utterance_prediction(str(self.cfg.utterance_mode), encoder_out, self.num_utterance_tokens, frame_pred),
             "utt_target": y.mean(dim=1).repeat_interleave(clones, dim=0),
-            "sample_size": int(masked.sum()),
+            "sample_size": mask_info.num_masked,
         }
         stats = {
             "target_var": feature_std(y).detach(),
             "pred_var": feature_std(out["frame_pred"].detach()),
             "ema_decay": self.ema_decay(),
-            "mask_frac": float(masked.float().mean()),
+            "mask_frac": mask_info.num_masked / masked.numel(),
         }
         self.check_collapse(stats)
         out["stats"] = stats

@@ -51,10 +51,12 @@ class MaskInfo:
     Attributes:
         mask: [B, T] bool, True = masked.
         keep_ids: [B, T_keep] frame indices of the unmasked frames, ascending.
+        num_masked: masked frames in the whole batch (a Python int, so reading it never waits for a GPU).
     """
 
     mask: torch.Tensor
     keep_ids: torch.Tensor
+    num_masked: int
 
     @classmethod
     def from_mask(cls, mask: torch.Tensor) -> "MaskInfo":
@@ -67,7 +69,10 @@ class MaskInfo:
         num_keep = mask.size(1) - int(counts[0])
         # stable sort puts unmasked (0) frames first, in time order
         keep_ids = torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, :num_keep]
-        return cls(mask=mask, keep_ids=keep_ids)
+        return cls(mask=mask, keep_ids=keep_ids, num_masked=int(counts[0]) * mask.size(0))
+
+    def to(self, device: torch.device) -> "MaskInfo":
+        return MaskInfo(self.mask.to(device), self.keep_ids.to(device), self.num_masked)
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, D] -> [B, T_keep, D], the unmasked frames."""
