@@ -137,7 +137,8 @@ def main(args) -> Dict[str, object]:
 
 
 def cli_main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    # force: importing fairseq already configured the root logger at DEBUG
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
     args = get_parser().parse_args()
     s = main(args)
     skipped = ", ".join(f"{k}: {v}" for k, v in s["skipped"].items()) or "none"

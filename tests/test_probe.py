@@ -1,105 +1,192 @@
-"""e2v-probe: separable task near 100%, shuffled labels near chance, determinism, padding, bad input."""
+"""e2v-probe and its feature readers: learns a separable task, stays at chance on shuffled labels,
+is deterministic and padding-exact, and rejects inconsistent inputs with errors that say where."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
 
 from emotion2vec_plugin.downstream import probe
-from emotion2vec_plugin.downstream.features import FeatureFormatError, load_features
-from emotion2vec_plugin.downstream.extract import write_stacked
+from emotion2vec_plugin.downstream.features import (
+    FeatureFormatError,
+    load_features,
+    save_feature_dir,
+    save_stacked,
+)
+
+CLASSES = ("ang", "hap", "neu", "sad")
+FAST = ["--epochs", "25", "--patience", "5", "--hidden", "64", "--quiet"]
 
 
-def synthetic(tmp_path, shuffle=False, seed=0):
-    """4 classes x 3 speakers x 15 utterances of 5-30 frames, D=16, class-dependent mean."""
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The probe's tensors here are tiny: extra intra-op threads only add synchronisation, which
+    costs orders of magnitude on a loaded 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def synthetic_task(seed: int = 0, dim: int = 16, groups: int = 3, per_class: int = 15):
+    """4 classes x 3 groups x 15 utterances (60 per group) of 5-30 frames [T, dim]; frames are
+    N(class mean, 1) with class means ~N(0, 1.5^2): separable from the utterance mean."""
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(4, 16)) * 1.5
-    feats, labels, groups = [], [], []
-    for g in range(3):
-        for c in range(4):
-            for _ in range(15):
-                T = int(rng.integers(5, 30))
-                feats.append((centers[c] + rng.normal(size=(T, 16))).astype(np.float32))
-                labels.append(f"class{c}")
-                groups.append(f"spk{g}")
-    if shuffle:
-        labels = list(rng.permutation(labels))
-    paths = []
-    for i, f in enumerate(feats):
-        paths.append(str(tmp_path / f"u{i}.npy"))
-        np.save(paths[-1], f)
-    write_stacked(paths, str(tmp_path / "feats"))
-    (tmp_path / "labels.emo").write_text("\n".join(labels) + "\n")
-    (tmp_path / "groups.txt").write_text("\n".join(groups) + "\n")
-    return tmp_path / "feats", tmp_path / "labels.emo", tmp_path / "groups.txt"
+    centers = rng.normal(size=(len(CLASSES), dim)) * 1.5
+    feats, labels, group_keys = [], [], []
+    for g in range(groups):
+        for c, name in enumerate(CLASSES):
+            for _ in range(per_class):
+                T = int(rng.integers(5, 31))
+                feats.append((centers[c] + rng.normal(size=(T, dim))).astype(np.float32))
+                labels.append(name)
+                group_keys.append(f"spk{g}")
+    return feats, labels, group_keys
 
 
-def run(tmp_path, feats, labels, groups, *extra):
-    args = probe.get_parser().parse_args([str(feats), str(labels), "--groups", str(groups), "--epochs", "30",
-                                          "--patience", "5", "--quiet", *extra])
+def write_task(tmp_path, feats, labels, groups):
+    """Stacked features + label and group files; returns their paths as strings."""
+    save_stacked(feats, str(tmp_path / "feats" / "train"))
+    (tmp_path / "train.emo").write_text("".join(f"{v}\n" for v in labels))
+    (tmp_path / "train.group").write_text("".join(f"{v}\n" for v in groups))
+    return str(tmp_path / "feats" / "train"), str(tmp_path / "train.emo"), str(tmp_path / "train.group")
+
+
+def run_probe(features, labels, groups, *extra):
+    args = probe.get_parser().parse_args([features, labels, "--groups", groups, *FAST, *extra])
     return probe.main(args)
 
 
-def test_separable_task_scores_near_perfect(tmp_path):
-    result = run(tmp_path, *synthetic(tmp_path), "--out", str(tmp_path / "r.json"))
-    assert len(result["folds"]) == 3
-    assert result["summary"]["WA"]["mean"] > 0.95 and result["summary"]["UA"]["mean"] > 0.95
-    saved = json.loads((tmp_path / "r.json").read_text())
-    assert saved["summary"] == result["summary"] and saved["labels"] == ["class0", "class1", "class2", "class3"]
-    assert np.sum(saved["confusion_total"]) == 180
+def test_separable_task_is_learned(tmp_path):
+    result = run_probe(*write_task(tmp_path, *synthetic_task()))
+    assert [f["group"] for f in result["folds"]] == ["spk0", "spk1", "spk2"]
+    assert result["summary"]["WA"]["mean"] > 0.95
+    assert result["summary"]["UA"]["mean"] > 0.95
+    assert result["labels"] == sorted(CLASSES)
+    for fold in result["folds"]:
+        # 20% of the 120 training-fold utterances go to validation, stratified: 6 per class
+        assert (fold["n_train"], fold["n_valid"], fold["n_test"]) == (96, 24, 60)
+        assert np.sum(fold["confusion"]["matrix"]) == 60
+    assert np.sum(result["confusion_total"]["matrix"]) == 180
 
 
-def test_shuffled_labels_score_near_chance(tmp_path):
-    result = run(tmp_path, *synthetic(tmp_path, shuffle=True))
+def test_shuffled_labels_stay_near_chance(tmp_path):
+    feats, labels, groups = synthetic_task()
+    labels = list(np.random.default_rng(1).permutation(labels))
+    result = run_probe(*write_task(tmp_path, feats, labels, groups))
     assert result["summary"]["WA"]["mean"] < 0.45  # chance is 0.25 for 4 balanced classes
 
 
-def test_same_seed_same_result(tmp_path):
-    a = run(tmp_path, *synthetic(tmp_path), "--seed", "3")
-    b = run(tmp_path, *synthetic(tmp_path), "--seed", "3")
-    assert a["folds"] == b["folds"]
+def test_same_seed_same_metrics_different_seed_differs(tmp_path):
+    paths = write_task(tmp_path, *synthetic_task(dim=8))
+    a, b = (run_probe(*paths, "--seed", "3", "--optimizer", "adam", "--epochs", "4") for _ in range(2))
+    c = run_probe(*paths, "--seed", "4", "--optimizer", "adam", "--epochs", "4")
+    assert json.dumps(a["folds"]) == json.dumps(b["folds"])
+    assert json.dumps(a["folds"]) != json.dumps(c["folds"])
 
 
-def test_probe_output_alone_equals_inside_padded_batch():
-    torch.manual_seed(0)
-    model = probe.UtteranceProbe(8, 3)
-    arrays = [np.random.default_rng(i).normal(size=(n, 8)).astype(np.float32) for i, n in enumerate((4, 9, 6))]
+def test_probe_output_alone_equals_output_inside_padded_batch():
+    model = probe.UtteranceProbe(8, 3, hidden=32)
+    model.set_input_stats(np.full(8, 0.5), np.full(8, 2.0))  # padding then maps to non-zero inputs
+    arrays = [np.random.default_rng(i).normal(size=(n, 8)).astype(np.float32) for i, n in enumerate((4, 11, 1, 6))]
     x, mask = probe.pad_batch(arrays)
-    batched = model(x, mask)
-    for i, a in enumerate(arrays):
-        alone = model(torch.from_numpy(a)[None])
-        torch.testing.assert_close(batched[i], alone[0], atol=1e-6, rtol=1e-6)
+    assert x.shape == (4, 11, 8) and mask.shape == (4, 11) and int((~mask).sum()) == 22
+    with torch.no_grad():
+        batched = model(x, mask)
+        for i, a in enumerate(arrays):
+            alone = model(torch.from_numpy(a)[None])
+            torch.testing.assert_close(batched[i], alone[0], atol=1e-6, rtol=0)
 
 
-def test_label_count_mismatch_is_a_clear_error(tmp_path):
-    feats, labels, groups = synthetic(tmp_path)
-    labels.write_text("\n".join(labels.read_text().split()[:-1]) + "\n")
-    with pytest.raises(probe.ProbeInputError, match=r"labels\.emo has 179 labels but .*feats holds 180 utterances"):
-        run(tmp_path, feats, labels, groups)
+def test_stacked_and_directory_formats_read_the_same(tmp_path):
+    feats, _, _ = synthetic_task(per_class=2)
+    save_stacked(feats, str(tmp_path / "s" / "x"))
+    names = [f"sess1/utt{i}.wav" for i in range(len(feats))]
+    save_feature_dir(feats, names, str(tmp_path / "d"))
+    stacked, directory = load_features(str(tmp_path / "s" / "x.npy")), load_features(str(tmp_path / "d"))
+    assert len(stacked) == len(directory) == len(feats) and stacked.dim == directory.dim == 16
+    assert directory.names == names and stacked.names is None
+    for a, b, ref in zip(stacked, directory, feats):
+        np.testing.assert_array_equal(a, ref)
+        np.testing.assert_array_equal(b, ref)
+    # utterance-level: a 2-D PREFIX.npy without lengths file is one row per utterance
+    np.save(tmp_path / "utt.npy", np.ones((5, 3), np.float32))
+    assert list(load_features(str(tmp_path / "utt")).lengths) == [1] * 5
 
 
-def test_lengths_that_do_not_sum_to_rows_are_rejected(tmp_path):
-    feats, _, _ = synthetic(tmp_path)
-    lines = (tmp_path / "feats.lengths").read_text().split()
-    (tmp_path / "feats.lengths").write_text("\n".join(lines[:-1]) + "\n")
-    with pytest.raises(FeatureFormatError, match=r"feats\.lengths: lengths sum to \d+ frames but .*feats\.npy has \d+ rows"):
-        load_features(str(feats))
+def test_label_count_mismatch_names_both_files_and_counts(tmp_path):
+    feats, labels, groups = synthetic_task()
+    paths = write_task(tmp_path, feats, labels[:-1], groups[:-1])
+    with pytest.raises(probe.ProbeInputError, match=r"train\.emo has 179 labels but .*train holds 180 utterances"):
+        run_probe(*paths)
+    (tmp_path / "train.group").write_text("".join(f"{v}\n" for v in groups))
+    with pytest.raises(probe.ProbeInputError, match=r"train\.emo has 179 labels but .*train\.group has 180 groups"):
+        run_probe(*paths)
 
 
-def test_features_dir_missing_an_utterance_names_it(tmp_path):
-    os.makedirs(tmp_path / "d" / "npy")
-    for name in ("a", "b"):
-        np.save(tmp_path / "d" / "npy" / f"{name}.npy", np.zeros((3, 4), np.float32))
-    (tmp_path / "d" / "index.tsv").write_text("a.wav\tnpy/a.npy\nb.wav\tnpy/b.npy\nc.wav\tnpy/c.npy\n")
-    with pytest.raises(FeatureFormatError, match=r"index\.tsv:3: features of utterance 'c\.wav' missing"):
+def test_single_group_is_rejected(tmp_path):
+    feats, labels, groups = synthetic_task(per_class=3)
+    with pytest.raises(probe.ProbeInputError, match=r"needs >= 2 groups"):
+        run_probe(*write_task(tmp_path, feats, labels, ["spk0"] * len(groups)))
+
+
+def test_directory_missing_an_utterance_names_it_and_the_line(tmp_path):
+    save_feature_dir([np.zeros((3, 4), np.float32)] * 3, ["a.wav", "b.wav", "c.wav"], str(tmp_path / "d"))
+    (tmp_path / "d" / "npy" / "b.npy").unlink()
+    with pytest.raises(FeatureFormatError, match=r"index\.tsv:2: features of utterance 'b\.wav' missing: .*b\.npy"):
         load_features(str(tmp_path / "d"))
 
 
-def test_cli_writes_json_and_plots(tmp_path):
-    feats, labels, groups = synthetic(tmp_path)
-    run(tmp_path, feats, labels, groups, "--out", str(tmp_path / "out" / "r.json"), "--plot", str(tmp_path / "tsne.png"),
-        "--confusion-plot", str(tmp_path / "cm.png"), "--optimizer", "rmsprop")
-    for name in ("out/r.json", "tsne.png", "cm.png"):
-        assert (tmp_path / name).stat().st_size > 1000
+def test_directory_dim_mismatch_is_rejected(tmp_path):
+    save_feature_dir([np.zeros((3, 4), np.float32), np.zeros((2, 5), np.float32)], ["a", "b"], str(tmp_path / "d"))
+    with pytest.raises(FeatureFormatError, match=r"index\.tsv:2 .*feature dim 5 but expected 4"):
+        load_features(str(tmp_path / "d"))
+
+
+def test_lengths_that_do_not_sum_to_rows_are_rejected(tmp_path):
+    feats, _, _ = synthetic_task(per_class=2)
+    prefix = str(tmp_path / "x")
+    save_stacked(feats, prefix)
+    lengths = (tmp_path / "x.lengths").read_text().split()
+    (tmp_path / "x.lengths").write_text("\n".join(lengths[:-1]) + "\n")  # last utterance's frames unclaimed
+    with pytest.raises(FeatureFormatError, match=r"x\.lengths:23: .*sum to \d+ frames but .*x\.npy has \d+ rows"):
+        load_features(prefix)
+    (tmp_path / "x.lengths").write_text("\n".join(lengths + ["7"]) + "\n")  # one utterance too many
+    with pytest.raises(FeatureFormatError, match=r"x\.lengths:25: utterance 25 ends at frame \d+, past the end"):
+        load_features(prefix)
+
+
+def test_missing_lengths_file_is_recognised(tmp_path):
+    feats, _, _ = synthetic_task(per_class=2)
+    save_stacked(feats, str(tmp_path / "x"))
+    (tmp_path / "x.lengths").unlink()
+    with pytest.raises(FeatureFormatError, match=r"x\.lengths: not found, and .* rows where 24 utterances"):
+        load_features(str(tmp_path / "x"), expected_utterances=24)
+
+
+def test_cli_writes_json_table_and_plots(tmp_path, capsys):
+    features, labels, groups = write_task(tmp_path, *synthetic_task())
+    out = tmp_path / "probe" / "results.json"
+    plots = ["--plot", str(tmp_path / "probe" / "tsne.png"), "--confusion-plot", str(tmp_path / "probe" / "cm.png")]
+    probe.cli_main([features, labels, "--groups", groups, *FAST, "--out", str(out), *plots])
+    saved = json.loads(out.read_text())
+    assert saved["config"]["optimizer"] == "rmsprop" and saved["labels"] == sorted(CLASSES)
+    assert set(saved["summary"]) == {"WA", "UA", "WF1"} and saved["num_utterances"] == 180
+    assert saved["folds"][0]["confusion"]["labels"] == sorted(CLASSES)
+    for name in ("tsne.png", "cm.png"):
+        assert (tmp_path / "probe" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = capsys.readouterr().out
+    assert "spk1" in table and "mean ± std" in table
+    with pytest.raises(SystemExit, match=r"e2v-probe: error: .*x\.npy: not found"):
+        probe.cli_main([str(tmp_path / "x"), labels, "--groups", groups, "--quiet"])
+
+
+def test_label_file_layouts(tmp_path):
+    (tmp_path / "plain.emo").write_text("neu\nvery happy\n\n")
+    assert probe.read_column_file(str(tmp_path / "plain.emo"), "labels") == ["neu", "very happy"]
+    (tmp_path / "official.emo").write_text("Ses01F_impro01_F000\tneu\nSes01F_impro01_F001\thap\n")
+    assert probe.read_column_file(str(tmp_path / "official.emo"), "labels") == ["neu", "hap"]
+    (tmp_path / "gap.emo").write_text("neu\n\nhap\n")
+    with pytest.raises(probe.ProbeInputError, match=r"gap\.emo:2: expected one label"):
+        probe.read_column_file(str(tmp_path / "gap.emo"), "labels")

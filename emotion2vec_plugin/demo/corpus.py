@@ -181,7 +181,8 @@ def main(args) -> Dict[str, object]:
 
 
 def cli_main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    # force: importing fairseq already configured the root logger at DEBUG
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
     args = get_parser().parse_args()
     summary = main(args)
     print(f"e2v-demo-corpus: {summary['utterances']} utterances ({summary['labelled']} labelled, "

@@ -132,7 +132,8 @@ def main(args) -> str:
 
 
 def cli_main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    # force: importing fairseq already configured the root logger at DEBUG
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
     args = get_parser().parse_args()
     try:
         where = main(args)

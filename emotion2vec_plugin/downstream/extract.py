@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..data.manifest import AudioReadError, ManifestError, first_missing_files, read_manifest, read_mono
 from ..modules.encoder import Emotion2vecEncoder, normalize_waveform
+from .features import save_stacked
 from .pretrained import load_pretrained
 
 logger = logging.getLogger(__name__)
@@ -171,16 +172,13 @@ def main(args) -> dict:
 
 def write_stacked(paths: Sequence[str], prefix: str) -> str:
     """Concatenate per-utterance arrays into PREFIX.npy [sum T, D] and PREFIX.lengths."""
-    arrays = [np.load(p) for p in paths]
-    arrays = [a[None] if a.ndim == 1 else a for a in arrays]
-    np.save(prefix + ".npy", np.concatenate(arrays, axis=0))
-    with open(prefix + ".lengths", "w", encoding="utf-8") as f:
-        f.write("\n".join(str(len(a)) for a in arrays) + "\n")
+    save_stacked([np.load(p) for p in paths], prefix)
     return prefix
 
 
 def cli_main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    # force: importing fairseq already configured the root logger at DEBUG
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
     args = get_parser().parse_args()
     try:
         result = main(args)
