@@ -34,11 +34,11 @@ WORK=$(cd "$WORK" && pwd)
 if [ "$QUICK" = 1 ]; then
   CORPUS_ARGS=(--speakers 3 --labelled-per-class 4 --unlabelled 60)
   TRAIN_ARGS=(optimization.max_update=20 dataset.validate_interval_updates=10 checkpoint.save_interval_updates=10 common.log_interval=5)
-  PROBE_ARGS=(--epochs 5 --patience 3)
+  PROBE_ARGS=(--epochs 5 --patience 3 --threads 1)
 else
   CORPUS_ARGS=(--speakers 6 --labelled-per-class 12 --unlabelled 1200)
   TRAIN_ARGS=()
-  PROBE_ARGS=(--epochs 100 --patience 10)
+  PROBE_ARGS=(--epochs 100 --patience 10 --threads 1)
 fi
 
 run_stage() {  # run_stage N NAME CMD...: skip when done, time it, mark it done

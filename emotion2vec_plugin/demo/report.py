@@ -8,6 +8,7 @@ plainly whether pretraining beat the same architecture with random weights.
 
 import argparse
 import json
+import logging
 import os
 import re
 from typing import Dict, List, Optional
@@ -135,6 +136,8 @@ def main(args) -> dict:
 
 
 def cli_main() -> None:
+    # force: importing fairseq (through the package) configured the root logger at DEBUG
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
     args = get_parser().parse_args()
     report = main(args)
     print(format_table(report))
