@@ -24,7 +24,7 @@ import glob
 import os
 import re
 from collections import Counter
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from .audio_manifest import build, write_manifest
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from emotion2vec_plugin.data.synthetic import synth_utterance, write_corpus  # noqa: F401  (re-exported)
+from emotion2vec_plugin.data.synthetic import write_corpus  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes" / "pretrain"
@@ -25,16 +25,21 @@ def tiny_model_cfg(**overrides):
     return Emotion2vecConfig(**fields)
 
 
+def run_logged(cmd, cwd=None, timeout: int = 600, **env) -> str:
+    """Run ``cmd`` (one thread per process, plus ``env``); return stdout+stderr, failing the test on error."""
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                          capture_output=True, text=True, timeout=timeout)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    return log
+
+
+def venv_bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
 def hydra_train(workdir: Path, data: Path, *overrides: str, config: str = "emotion2vec_tiny") -> str:
     """Run fairseq-hydra-train in ``workdir``; return its combined log (fails the test on error)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        str(Path(sys.executable).with_name("fairseq-hydra-train")),
-        "--config-dir", str(RECIPES), "--config-name", config,
-        f"task.data={data}", f"common.user_dir={PLUGIN_DIR}", *overrides,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    return log
+    return run_logged([venv_bin("fairseq-hydra-train"), "--config-dir", RECIPES, "--config-name", config,
+                       f"task.data={data}", f"common.user_dir={PLUGIN_DIR}", *overrides], cwd=workdir)

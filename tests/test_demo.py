@@ -1,31 +1,24 @@
 """The main job, shortened: recipes/demo.sh --quick runs every stage the README's first command runs."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, run_logged
 
 pytestmark = pytest.mark.slow
 
 
 def demo(work: Path, *extra: str) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", str(REPO / "recipes" / "demo.sh"), "--work", str(work), "--quick", *extra],
-                          capture_output=True, text=True, env=env, timeout=900)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-5000:]
-    return log
+    return run_logged(["bash", REPO / "recipes" / "demo.sh", "--work", work, "--quick", *extra], timeout=900)
 
 
 def test_quick_demo_end_to_end_and_resumable(tmp_path):
     work = tmp_path / "demo"
     log = demo(work)
-    for stage in ("corpus", "manifest", "pretrain", "export", "extract", "probe", "report"):
-        assert f"== stage" in log and (work / f".done.{stage}").exists(), stage
+    for i, stage in enumerate(("corpus", "manifest", "pretrain", "export", "extract", "probe", "report"), start=1):
+        assert f"== stage {i} {stage}" in log and (work / f".done.{stage}").exists(), stage
     report = json.loads((work / "report.json").read_text())
     assert [r["features"] for r in report["rows"]] == ["pretrained", "random", "fbank"]
     for row in report["rows"]:

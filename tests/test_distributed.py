@@ -1,14 +1,11 @@
 """Distributed training on CPU (gloo) through fairseq's DDP path, via emotion2vec_plugin.launch.cpu_ddp."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import PLUGIN_DIR, RECIPES, hydra_train
+from tests.helpers import PLUGIN_DIR, RECIPES, hydra_train, run_logged, venv_bin
 
 pytestmark = pytest.mark.slow
 
@@ -20,18 +17,11 @@ NO_STOCHASTIC = [f"model.{k}=0.0" for k in ("encoder_dropout", "attention_dropou
 
 def torchrun_train(workdir: Path, data: Path, nproc: int, *overrides: str, sync_dir: Path = None) -> str:
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "emotion2vec_plugin.launch.cpu_ddp",
-           "--config-dir", str(RECIPES), "--config-name", "emotion2vec_tiny",
-           f"task.data={data}", f"common.user_dir={PLUGIN_DIR}",
-           f"distributed_training.distributed_world_size={nproc}", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if sync_dir is not None:
-        env["E2V_SYNC_CHECK_DIR"] = str(sync_dir)
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    return log
+    env = {"E2V_SYNC_CHECK_DIR": str(sync_dir)} if sync_dir is not None else {}
+    return run_logged([venv_bin("torchrun"), "--standalone", "--nproc_per_node", nproc,
+                       "-m", "emotion2vec_plugin.launch.cpu_ddp", "--config-dir", RECIPES,
+                       "--config-name", "emotion2vec_tiny", f"task.data={data}", f"common.user_dir={PLUGIN_DIR}",
+                       f"distributed_training.distributed_world_size={nproc}", *overrides], cwd=workdir, **env)
 
 
 def test_two_cpu_processes_stay_in_sync_and_match_one_process(tmp_path, corpus):

@@ -1,6 +1,5 @@
 """e2v-manifest / e2v-validate-manifest on a messy folder; e2v-labels on fake corpus layouts."""
 
-import argparse
 import os
 
 import numpy as np

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from emotion2vec_plugin.criterions.emotion2vec_criterion import Emotion2vecCriterion, Emotion2vecCriterionConfig
-from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig, Emotion2vecModel
+from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
 from emotion2vec_plugin.modules.config import EncoderConfig
 from emotion2vec_plugin.modules.encoder import Emotion2vecEncoder, normalize_waveform
 from emotion2vec_plugin.modules.masking import MaskInfo, compute_span_mask

@@ -5,7 +5,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -17,7 +16,7 @@ from omegaconf import OmegaConf
 from emotion2vec_plugin.criterions.emotion2vec_criterion import Emotion2vecCriterion, Emotion2vecCriterionConfig
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
 from emotion2vec_plugin.tasks.emotion2vec_pretraining import Emotion2vecPretrainingTask
-from tests.helpers import PLUGIN_DIR, RECIPES, hydra_train, tiny_model_cfg
+from tests.helpers import PLUGIN_DIR, RECIPES, hydra_train, tiny_model_cfg, venv_bin
 
 
 class PlainOptimizer:
@@ -95,7 +94,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, corpus):
 
     run = tmp_path / "killed"
     run.mkdir()
-    cmd = [str(os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")), "--config-dir", str(RECIPES),
+    cmd = [venv_bin("fairseq-hydra-train"), "--config-dir", str(RECIPES),
            "--config-name", "emotion2vec_tiny", f"task.data={corpus}", f"common.user_dir={PLUGIN_DIR}", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -1,13 +1,12 @@
 """Real fairseq-hydra-train runs of the plugin on synthesised audio (the CPU tier of the README)."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import RECIPES, hydra_train
+from tests.helpers import RECIPES, hydra_train, venv_bin
 
 pytestmark = pytest.mark.slow
 
@@ -65,11 +64,10 @@ def composed_config(config: str, *overrides: str) -> dict:
     """The job config fairseq-hydra-train would run (``--cfg job``), as a dict."""
     import yaml
 
-    cmd = [str(Path(sys.executable).with_name("fairseq-hydra-train")), "--config-dir", str(RECIPES),
-           "--config-name", config, "task.data=/data", *overrides, "--cfg", "job"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([venv_bin("fairseq-hydra-train"), "--config-dir", str(RECIPES), "--config-name", config,
+                           "task.data=/data", *overrides, "--cfg", "job"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return yaml.safe_load(proc.stdout)
+    return yaml.safe_load(proc.stdout)  # stdout only: the log lines go to stderr
 
 
 @pytest.mark.parametrize("config", ["emotion2vec_base", "emotion2vec_tiny", "emotion2vec_demo"])

@@ -21,10 +21,10 @@ from typing import Any, Dict, Tuple
 
 import torch
 
-from ..modules.config import EncoderConfig, encoder_config_from
+from ..modules.config import EncoderConfig
 from ..modules.encoder import Emotion2vecEncoder
 from .pretrained import (PLUGIN_CONFIG, PLUGIN_WEIGHTS, ExportFormatError, _plain, encoder_to_released_config,
-                         released_to_encoder_fields)
+                         read_fairseq_checkpoint)
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +35,8 @@ TRAINING_KEYS = ("average_top_k_layers", "clone_batch", "ema_decay", "ema_end_de
 
 def read_training_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], EncoderConfig, Dict[str, Any], Dict[str, Any]]:
     """Student weights (teacher removed), encoder config, training settings and the full cfg dict."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ExportFormatError(f"{path}: not a fairseq checkpoint (no 'model' entry)")
-    cfg = _plain(ckpt.get("cfg")) or {}
+    ckpt, cfg, enc = read_fairseq_checkpoint(path)
     model_cfg = dict(_plain(cfg.get("model")) or {})
-    if model_cfg.get("_name") == "emotion2vec":
-        enc = encoder_config_from(model_cfg)
-    elif model_cfg.get("_name") == "data2vec_multi" or "modalities" in model_cfg:
-        enc = EncoderConfig(**released_to_encoder_fields(model_cfg))
-    else:
-        raise ExportFormatError(f"{path}: cfg.model._name={model_cfg.get('_name')!r}; expected an emotion2vec checkpoint")
     training = {k: model_cfg[k] for k in TRAINING_KEYS if k in model_cfg}
     task_cfg = _plain(cfg.get("task")) or {}
     training["normalize"] = bool(task_cfg.get("normalize", True))

@@ -206,20 +206,26 @@ def _load_funasr_dir(path: str) -> Tuple[Emotion2vecEncoder, InferenceSettings]:
     return build_encoder(cfg, state, weights), InferenceSettings(normalize=bool(conf["model_conf"].get("normalize", True)))
 
 
-def _load_checkpoint(path: str) -> Tuple[Emotion2vecEncoder, InferenceSettings]:
+def read_fairseq_checkpoint(path: str) -> Tuple[Dict[str, Any], Dict[str, Any], EncoderConfig]:
+    """(checkpoint dict, plain cfg dict, encoder config) of one of ours or a released emotion2vec checkpoint."""
     # fairseq checkpoints pickle omegaconf objects: weights_only=True cannot read them
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ExportFormatError(f"{path}: not a fairseq checkpoint (no 'model' entry)")
     cfg = _plain(ckpt.get("cfg")) or {}
-    model_cfg = _plain(cfg.get("model")) or {}
-    task_cfg = _plain(cfg.get("task")) or {}
+    model_cfg = dict(_plain(cfg.get("model")) or {})
     if model_cfg.get("_name") == "data2vec_multi" or "modalities" in model_cfg:
         enc = EncoderConfig(**released_to_encoder_fields(model_cfg))
     elif model_cfg.get("_name") == "emotion2vec":
         enc = encoder_config_from(model_cfg)
     else:
         raise ExportFormatError(f"{path}: cfg.model._name={model_cfg.get('_name')!r}; expected emotion2vec or data2vec_multi")
+    return ckpt, cfg, enc
+
+
+def _load_checkpoint(path: str) -> Tuple[Emotion2vecEncoder, InferenceSettings]:
+    ckpt, cfg, enc = read_fairseq_checkpoint(path)
+    model_cfg, task_cfg = _plain(cfg.get("model")) or {}, _plain(cfg.get("task")) or {}
     settings = InferenceSettings(normalize=bool(task_cfg.get("normalize", model_cfg.get("normalize", True))),
                                  sample_rate=int(task_cfg.get("sample_rate", 16000)))
     return build_encoder(enc, ckpt["model"], path), settings
