@@ -1,8 +1,9 @@
 """One place that decides whether an audio file can be listed, and converts it when asked.
 
-:func:`inspect` reads the header with soundfile and then seeks to the last frame and reads it,
-which catches truncated files (a header promising more frames than the file holds) for the price
-of one seek. :func:`convert` decodes, averages channels and resamples to 16 kHz with torchaudio.
+:func:`inspect` reads the header with soundfile. For compressed formats (FLAC, OGG, MP3) it also
+seeks to the last frame and decodes it, because their headers keep promising the full length
+after a file was cut; libsndfile already reports a truncated WAV's true length from the file
+size, so WAV files cost one header read, like fairseq's own manifest script. :func:`convert` decodes, averages channels and resamples to 16 kHz with torchaudio.
 Both return a :class:`Entry` (listable, with its 16 kHz length) or a skip reason, never raise for
 a bad file: every skip is reported with its reason.
 """
@@ -43,15 +44,20 @@ class Entry:
         return self.reason is None
 
 
+_FORMATS = {f.lower() for f in sf.available_formats()} | {"oga", "opus"}
+_HEADER_IS_TRUTH = {"wav", "wave"}  # libsndfile derives a truncated WAV's length from the file size
+
+
 def inspect(path: str) -> Entry:
-    """Header + last-frame check. Sets ``reason`` for unreadable, unsupported or empty files."""
+    """Header (+ last-frame check for compressed formats). Sets ``reason`` for unreadable,
+    unsupported or empty files."""
     ext = os.path.splitext(path)[1].lower().lstrip(".")
-    if ext.upper() not in sf.available_formats() and ext not in ("oga", "opus", "mp3"):
+    if ext not in _FORMATS:
         return Entry(path, reason=UNSUPPORTED, detail=f"soundfile cannot read .{ext}")
     try:
         with sf.SoundFile(path) as f:
             frames, rate, channels = f.frames, f.samplerate, f.channels
-            if frames > 0:
+            if frames > 0 and ext not in _HEADER_IS_TRUTH:
                 f.seek(frames - 1)
                 if len(f.read(1, dtype="float32", always_2d=True)) != 1:
                     return Entry(path, reason=UNREADABLE, detail=f"truncated: header says {frames} frames")

@@ -34,6 +34,9 @@ def messy(tmp_path):
     sf.write(root / "trunc.wav", tone(1.0, 16000), 16000)
     data = (root / "trunc.wav").read_bytes()
     (root / "trunc.wav").write_bytes(data[: len(data) // 2])
+    sf.write(root / "trunc.flac", np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32), 16000)
+    data = (root / "trunc.flac").read_bytes()
+    (root / "trunc.flac").write_bytes(data[: len(data) // 2])  # FLAC's header still says 16000 frames
     return root, tmp_path
 
 
@@ -62,6 +65,7 @@ def test_without_resampling_lists_only_16k_mono_and_reports_every_skip(messy):
     skipped = {os.path.basename(line.split("\t")[0]): line.split("\t")[1]
                for line in (tmp / "m" / "skipped.tsv").read_text(encoding="utf-8").splitlines()}
     assert skipped["empty.wav"] == "empty" and skipped["not_audio.wav"] == "unreadable"
+    assert skipped["trunc.flac"] == "unreadable"  # caught by the last-frame probe
     for name in ("c8k.wav", "d44.wav", "e48.flac", "f22.ogg"):
         assert skipped[name] == "needs resampling"
     assert "trunc.wav" in skipped or files["trunc.wav"][1] == len(sf.read(files["trunc.wav"][0])[0])
