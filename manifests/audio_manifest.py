@@ -1,150 +1,384 @@
-"""``e2v-manifest``: a folder of audio in whatever shape -> clean train/valid manifests.
+"""``e2v-manifest``: a folder of audio in whatever shape -> clean fairseq train/valid manifests.
 
-    e2v-manifest ROOT --dest DIR [--ext wav,flac,ogg,mp3] [--valid-percent 0.01] [--seed 0]
-                 [--min-seconds 0] [--max-seconds S] [--resample-to OUT] [--workers N]
+    e2v-manifest ROOT --dest DIR [--ext wav,flac,ogg,mp3] [--valid-percent 0.01] [--seed 42]
+                 [--min-seconds S] [--max-seconds S] [--resample-to OUT] [--workers N] [--quiet]
 
-Scans ROOT recursively (symlinks followed), checks every file (header + last frame, see
-``audio_info.inspect``) and writes ``DIR/train.tsv`` and ``DIR/valid.tsv`` in fairseq's format
-(root on line 1, then ``relpath<TAB>num_samples`` at 16 kHz), ``DIR/skipped.tsv``
-(``path<TAB>reason<TAB>detail``) and prints a summary.
+Scans ROOT recursively (symlinked files are listed under their own name; symlinked folders are
+followed, each real folder once, see :func:`scan`), checks every file with
+:func:`manifests.audio_info.inspect` (for wav one header read, the same work as fairseq's
+``wav2vec_manifest.py``) in ``--workers`` processes, and writes
 
-Audio that is not 16 kHz mono is never listed with a wrong length: without ``--resample-to`` it is
-skipped as "needs resampling"; with ``--resample-to OUT`` it is converted into OUT (same relative
-path, ``.wav``), files already 16 kHz mono are symlinked there, and the manifests' root is OUT,
-so every listed path resolves under one root.
+* ``DIR/train.tsv`` and ``DIR/valid.tsv``: fairseq's format, the audio root on line 1, then
+  ``relpath<TAB>num_samples`` at 16 kHz. Files are sorted before a seeded split, so the same
+  folder and seed give the same manifests whatever ``--workers`` is;
+* ``DIR/skipped.tsv``: ``path<TAB>reason<TAB>detail`` for every file left out, reason one of
+  unreadable, empty, too short, too long, unsupported, needs resampling.
+
+Audio that is not 16 kHz mono is never listed with a wrong length:
+
+* without ``--resample-to`` it is skipped as "needs resampling" and the root is ROOT;
+* with ``--resample-to OUT``, OUT becomes a complete 16 kHz mono mirror of ROOT and is the
+  manifests' root: files that need it are converted to ``OUT/<relpath with .wav>`` (if that
+  name is taken by another file, the old extension is kept: ``a.flac`` -> ``a.flac.wav``);
+  files already 16 kHz mono are symlinked as ``OUT/<relpath>`` -> the original. Every listed
+  path then resolves under one root, originals are never copied or modified, and a re-run
+  reuses conversions that are newer than their source.
 """
 
 import argparse
+import functools
 import logging
 import os
+import random
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-import numpy as np
-from tqdm import tqdm
-
-from .audio_info import NEEDS_RESAMPLING, REASONS, TARGET_RATE, Entry, check_duration, convert, inspect
+from .audio_info import (NEEDS_RESAMPLING, REASONS, TARGET_RATE, TOO_LONG, TOO_SHORT, UNSUPPORTED, Probe, convert,
+                         frames_at_target, inspect, map_chunked)
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_EXTENSIONS = "wav,flac,ogg,mp3"
 
-def scan(root: str, exts: Sequence[str]) -> List[str]:
-    """Relative paths under ``root`` with one of ``exts`` (case-insensitive), sorted."""
-    wanted = {"." + e.lower().lstrip(".") for e in exts}
-    found = []
-    for dirpath, _, files in os.walk(root, followlinks=True):
-        for name in files:
+
+class ManifestToolError(ValueError):
+    """A run that cannot go on; the message says what, where and how to fix it."""
+
+
+class Job(NamedTuple):
+    """One scanned file: its path relative to the root and, with --resample-to, where a conversion goes."""
+
+    rel: str
+    converted_rel: Optional[str] = None
+
+
+class Result(NamedTuple):
+    """What happened to one file: ``action`` is listed, linked, converted, reused or skipped.
+
+    ``listed_rel`` is the path in the manifest (relative to the manifest root), ``frames`` the
+    16 kHz length; skipped files carry ``reason`` and ``detail``.
+    """
+
+    rel: str
+    action: str
+    listed_rel: str = ""
+    frames: int = 0
+    reason: Optional[str] = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+class Settings(NamedTuple):
+    """What every worker needs to know about the run (pickled once per chunk)."""
+
+    root: str
+    resample_to: Optional[str] = None
+    min_seconds: float = 0.0
+    max_seconds: Optional[float] = None
+
+
+def parse_extensions(text: str) -> Tuple[str, ...]:
+    """``"wav, .FLAC"`` -> ``(".wav", ".flac")``."""
+    exts = tuple(sorted({"." + e.strip().lower().lstrip(".") for e in text.split(",") if e.strip().lstrip(".")}))
+    if not exts:
+        raise ManifestToolError(f"--ext {text!r} names no extension; give a comma-separated list like "
+                                f"{DEFAULT_EXTENSIONS}")
+    return exts
+
+
+def scan(root: str, extensions: Iterable[str]) -> List[str]:
+    """Sorted paths relative to ``root`` of the files whose extension (any case) is in ``extensions``.
+
+    Symlinked files are listed under the link's own path. Symlinked folders are followed when
+    they lead outside ``root``; one that leads back inside is not (its files are listed under
+    their real path), and no real folder is walked twice, which also stops symlink loops.
+    """
+    wanted = {e.lower() for e in extensions}
+    real_root = os.path.realpath(root)
+    found: List[str] = []
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            logger.debug("%s: already scanned as another path to %s; not scanned twice", dirpath, real)
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        kept = []
+        for d in sorted(dirnames):
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if target == real_root or target.startswith(real_root + os.sep):
+                    logger.debug("%s: a link to %s inside the root; its files are listed under their real path",
+                                 full, target)
+                    continue
+            kept.append(d)
+        dirnames[:] = kept
+        prefix = os.path.relpath(dirpath, root)
+        prefix = "" if prefix == "." else prefix + os.sep
+        for name in filenames:
             if os.path.splitext(name)[1].lower() in wanted:
-                found.append(os.path.relpath(os.path.join(dirpath, name), root))
-    return sorted(found)
+                found.append(prefix + name)
+    found.sort()
+    return found
 
 
-def process(job: Tuple[str, str, Optional[str], float, Optional[float]]) -> Tuple[str, Entry]:
-    """Inspect one file; convert or link it into ``resample_to`` when given. Runs in workers."""
-    root, rel, resample_to, min_s, max_s = job
-    path = os.path.join(root, rel)
-    entry = inspect(path)
-    if not entry.ok:
-        return rel, entry
-    entry = check_duration(entry, min_s, max_s)
-    if not entry.ok:
-        return rel, entry
-    native = entry.samplerate == TARGET_RATE and entry.channels == 1
-    if resample_to is None:
-        if not native:
-            entry.reason = NEEDS_RESAMPLING
-            entry.detail = f"{entry.samplerate} Hz, {entry.channels} channel(s); use --resample-to OUT"
-        return rel, entry
-    if native:
-        dest = os.path.join(resample_to, rel)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        if not os.path.lexists(dest):
-            os.symlink(os.path.abspath(path), dest)
-        return rel, entry
-    dest_rel = os.path.splitext(rel)[0] + ".wav"
-    return dest_rel, convert(entry, os.path.join(resample_to, dest_rel))
+def plan_conversions(rels: Sequence[str]) -> Dict[str, str]:
+    """Name under --resample-to for each file in case it must be converted (always a ``.wav``).
+
+    ``a.flac`` -> ``a.wav`` unless another scanned file (or an earlier conversion) has that name;
+    then ``a.flac.wav`` (then ``a.flac.1.wav``...). Deterministic: ``rels`` are taken in sorted order.
+    """
+    taken = set(rels)
+    plan: Dict[str, str] = {}
+    for rel in sorted(rels):
+        stem, ext = os.path.splitext(rel)
+        if ext.lower() == ".wav":
+            plan[rel] = rel  # converted in place of itself: its own name is already its
+            continue
+        candidates = [stem + ".wav", rel + ".wav"] + [f"{rel}.{i}.wav" for i in range(1, 1000)]
+        name = next(c for c in candidates if c not in taken)
+        taken.add(name)
+        plan[rel] = name
+    return plan
 
 
-def build(root: str, rels: Sequence[str], resample_to: Optional[str], min_seconds: float,
-          max_seconds: Optional[float], workers: int, progress: bool = True) -> List[Tuple[str, Entry]]:
-    """(listed relpath, Entry) for every file, in input order."""
-    jobs = [(root, rel, resample_to, min_seconds, max_seconds) for rel in rels]
-    bar = dict(total=len(jobs), unit="file", desc="checking", disable=not progress)
-    if workers <= 1:
-        return [process(j) for j in tqdm(jobs, **bar)]
-    with ProcessPoolExecutor(workers) as pool:
-        return list(tqdm(pool.map(process, jobs, chunksize=64), **bar))
+# fairseq's FileAudioDataset passes paths with other suffixes through parse_path, which splits them at ':'
+_FAIRSEQ_PLAIN_SUFFIXES = (".npy", ".wav", ".flac", ".ogg")
 
 
-def write_manifest(path: str, root: str, rows: Sequence[Tuple[str, int]]) -> None:
+def manifest_path_problem(path: str, rel: str) -> Optional[str]:
+    """Why ``rel`` (full path ``path``) cannot be a manifest line that fairseq reads back, or None."""
+    if any(c in rel for c in "\t\n\r"):
+        return "the path contains a tab or line break, which a manifest line cannot hold; rename it"
+    if rel != rel.lstrip():
+        return "the path starts with whitespace, which fairseq's manifest reader strips; rename it"
+    if ":" in path and not path.endswith(_FAIRSEQ_PLAIN_SUFFIXES):
+        return ("the path holds ':' and fairseq reads such paths as zip slices unless they end in "
+                ".wav/.flac/.ogg; rename it")
+    return None
+
+
+def _link(target: str, link: str) -> None:
+    """Make ``link`` a symlink to ``target``, replacing whatever an earlier run left there."""
+    if os.path.islink(link):
+        if os.readlink(link) == target:
+            return
+        os.remove(link)
+    elif os.path.isfile(link):
+        os.remove(link)  # a conversion from a run when the source was not 16 kHz mono
+    os.makedirs(os.path.dirname(link) or ".", exist_ok=True)
+    os.symlink(target, link)
+
+
+def check_file(settings: Settings, job: Job) -> Result:
+    """Inspect one file and decide: list it, link or convert it into --resample-to, or skip it.
+
+    Runs in pool workers; returns a :class:`Result` and raises only when writing under
+    --resample-to fails (a full disk should stop the run, not skip every file).
+    """
+    rel = job.rel
+    path = os.path.join(settings.root, rel)
+    problem = manifest_path_problem(path, rel)
+    if problem:
+        return Result(rel, "skipped", reason=UNSUPPORTED, detail=problem)
+    probe = inspect(path)
+    if not probe.ok:
+        return Result(rel, "skipped", reason=probe.reason, detail=probe.detail)
+    frames = frames_at_target(probe.frames, probe.samplerate)
+    seconds = frames / TARGET_RATE
+    if seconds < settings.min_seconds:
+        return Result(rel, "skipped", reason=TOO_SHORT,
+                      detail=f"{seconds:.3f} s < --min-seconds {settings.min_seconds}")
+    if settings.max_seconds is not None and seconds > settings.max_seconds:
+        return Result(rel, "skipped", reason=TOO_LONG,
+                      detail=f"{seconds:.3f} s > --max-seconds {settings.max_seconds}")
+    if settings.resample_to is None:
+        if probe.native:
+            return Result(rel, "listed", rel, probe.frames)
+        return Result(rel, "skipped", reason=NEEDS_RESAMPLING,
+                      detail=f"{probe.samplerate} Hz, {probe.channels} channel(s), expected {TARGET_RATE} Hz mono; "
+                             f"re-run with --resample-to OUT to convert")
+    if probe.native:
+        _link(os.path.abspath(path), os.path.join(settings.resample_to, rel))
+        return Result(rel, "linked", rel, probe.frames)
+    target_rel = job.converted_rel or os.path.splitext(rel)[0] + ".wav"
+    written: Probe = convert(path, os.path.join(settings.resample_to, target_rel), probe)
+    if not written.ok:
+        return Result(rel, "skipped", reason=written.reason, detail=written.detail)
+    return Result(rel, "reused" if written.detail == "reused" else "converted", target_rel, written.frames)
+
+
+def check_files(root: str, rels: Sequence[str], resample_to: Optional[str] = None, min_seconds: float = 0.0,
+                max_seconds: Optional[float] = None, workers: int = 1, progress: bool = True) -> List[Result]:
+    """:func:`check_file` for every path in ``rels`` (relative to ``root``), in the same order.
+
+    With ``resample_to`` the folder is created; no link or conversion may land on a file in
+    ``rels`` (checked before anything is written).
+    """
+    root = os.path.abspath(root)
+    if resample_to is not None:
+        resample_to = os.path.abspath(resample_to)
+        plan = plan_conversions(rels)
+        jobs = [Job(rel, plan[rel]) for rel in rels]
+        sources = {os.path.join(root, rel) for rel in rels}
+        for job in jobs:
+            for dest in (os.path.join(resample_to, job.rel), os.path.join(resample_to, job.converted_rel)):
+                if dest in sources:
+                    raise ManifestToolError(f"--resample-to {resample_to} would write {dest}, which is one of the "
+                                            f"source files; choose a folder outside the audio")
+        os.makedirs(resample_to, exist_ok=True)
+    else:
+        jobs = [Job(rel) for rel in rels]
+    settings = Settings(root, resample_to, min_seconds, max_seconds)
+    return map_chunked(functools.partial(check_file, settings), jobs, workers=workers, progress=progress,
+                       desc="checking audio")
+
+
+def split_rows(rows: Sequence[Tuple[str, int]], valid_fraction: float,
+               seed: int) -> Tuple[List[Tuple[str, int]], List[Tuple[str, int]]]:
+    """Sort ``rows`` by path, then move a seeded random ``round(n * valid_fraction)`` of them to valid.
+
+    With a fraction in (0, 1) and at least 2 rows, valid and train each get at least one row.
+    Both parts keep the sorted order.
+    """
+    rows = sorted(rows)
+    n = len(rows)
+    n_valid = int(round(n * valid_fraction))
+    if n >= 2 and 0 < valid_fraction < 1:
+        n_valid = min(max(n_valid, 1), n - 1)
+    chosen = set(random.Random(seed).sample(range(n), n_valid))
+    train = [r for i, r in enumerate(rows) if i not in chosen]
+    valid = [r for i, r in enumerate(rows) if i in chosen]
+    return train, valid
+
+
+def write_manifest(path: str, root: str, rows: Iterable[Tuple[str, int]]) -> None:
+    """fairseq wav manifest: absolute ``root`` on line 1, then ``relpath<TAB>num_samples``."""
     with open(path, "w", encoding="utf-8") as f:
         f.write(os.path.abspath(root) + "\n")
         for rel, frames in rows:
             f.write(f"{rel}\t{frames}\n")
 
 
-def write_skipped(path: str, root: str, results: Sequence[Tuple[str, Entry]]) -> None:
+def write_skipped(path: str, root: str, results: Iterable[Result]) -> None:
+    """``DIR/skipped.tsv``: absolute source path, reason, detail; one line per skipped file."""
     with open(path, "w", encoding="utf-8") as f:
-        for _, e in results:
-            if not e.ok:
-                f.write(f"{os.path.abspath(e.path)}\t{e.reason}\t{e.detail}\n")
+        for r in results:
+            if not r.ok:
+                where = os.path.join(root, r.rel).replace("\t", " ").replace("\n", " ").replace("\r", " ")
+                f.write(f"{where}\t{r.reason}\t{r.detail}\n")
 
 
-def split(rows: List[Tuple[str, int]], valid_fraction: float, seed: int) -> Tuple[list, list]:
-    """Deterministic for a seed: rows are sorted, then a seeded permutation picks the valid part."""
-    rows = sorted(rows)
-    n_valid = int(round(len(rows) * valid_fraction))
-    valid_idx = set(np.random.default_rng(seed).permutation(len(rows))[:n_valid].tolist())
-    train = [r for i, r in enumerate(rows) if i not in valid_idx]
-    valid = [r for i, r in enumerate(rows) if i in valid_idx]
-    return train, valid
+def summarise(results: Sequence[Result]) -> Dict[str, object]:
+    """Counts for a summary: found, kept, linked, converted (reused), skipped per reason, hours kept."""
+    actions = Counter(r.action for r in results)
+    reasons = Counter(r.reason for r in results if not r.ok)
+    return {
+        "found": len(results),
+        "kept": sum(1 for r in results if r.ok),
+        "linked": actions["linked"],
+        "converted": actions["converted"] + actions["reused"],
+        "reused": actions["reused"],
+        "skipped": {reason: reasons[reason] for reason in REASONS if reasons[reason]},
+        "hours": sum(r.frames for r in results if r.ok) / TARGET_RATE / 3600,
+    }
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Write fairseq train/valid manifests for a folder of audio.")
-    p.add_argument("root", help="folder scanned recursively")
-    p.add_argument("--dest", required=True, help="output folder for train.tsv, valid.tsv, skipped.tsv")
-    p.add_argument("--ext", default="wav,flac,ogg,mp3", help="comma-separated extensions")
-    p.add_argument("--valid-percent", type=float, default=0.01, help="fraction (0-1) of files for valid.tsv")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-seconds", type=float, default=0.0)
-    p.add_argument("--max-seconds", type=float, default=None)
-    p.add_argument("--resample-to", default=None, help="convert non-16 kHz-mono audio into this folder")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--quiet", action="store_true")
+    """Command-line options of ``e2v-manifest``."""
+    p = argparse.ArgumentParser(
+        prog="e2v-manifest",
+        description="Write fairseq train/valid manifests (16 kHz lengths) for a folder of audio; "
+                    "every file left out is listed in DEST/skipped.tsv with its reason.")
+    p.add_argument("root", help="folder scanned recursively (symlinks followed)")
+    p.add_argument("--dest", required=True, help="output folder for train.tsv, valid.tsv and skipped.tsv")
+    p.add_argument("--ext", default=DEFAULT_EXTENSIONS, help="comma-separated extensions, any case "
+                                                             "(default: %(default)s)")
+    p.add_argument("--valid-percent", type=float, default=0.01, metavar="FRACTION",
+                   help="fraction (0-1) of files for valid.tsv, as in fairseq's script: 0.01 = 1%% "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the train/valid split (default: %(default)s)")
+    p.add_argument("--min-seconds", type=float, default=0.0, help="skip files shorter than this (\"too short\")")
+    p.add_argument("--max-seconds", type=float, default=None, help="skip files longer than this (\"too long\")")
+    p.add_argument("--resample-to", default=None, metavar="OUT",
+                   help="convert audio that is not 16 kHz mono into OUT (same relative paths, .wav), symlink the "
+                        "rest there, and use OUT as the manifests' root; without it such audio is skipped")
+    p.add_argument("--workers", type=int, default=1, help="processes reading files (1: no pool)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-def main(args) -> Dict[str, object]:
-    if not os.path.isdir(args.root):
-        raise SystemExit(f"e2v-manifest: {args.root} is not a directory")
-    if not 0 <= args.valid_percent < 1:
-        raise SystemExit(f"e2v-manifest: --valid-percent {args.valid_percent} must be a fraction in [0, 1)")
-    rels = scan(args.root, args.ext.split(","))
-    results = build(args.root, rels, args.resample_to, args.min_seconds, args.max_seconds, args.workers, not args.quiet)
-    kept = [(rel, e.frames) for rel, e in results if e.ok]
-    train, valid = split(kept, args.valid_percent, args.seed)
+def main(args: argparse.Namespace) -> Dict[str, object]:
+    """Scan, check, split and write; return the summary (see :func:`summarise`, plus train/valid/root/dest).
+
+    Raises:
+        ManifestToolError: ROOT is not a folder, bad options, or no usable file at all
+            (skipped.tsv is written first so that the reasons can be read).
+    """
+    root = os.path.abspath(args.root)
+    if not os.path.isdir(root):
+        raise ManifestToolError(f"audio root {args.root} is not a folder; give the folder that holds the audio")
+    if not 0.0 <= args.valid_percent <= 1.0:
+        raise ManifestToolError(f"--valid-percent {args.valid_percent} must be a fraction between 0 and 1 "
+                                f"(0.01 means 1%, as in fairseq's wav2vec_manifest.py)")
+    if args.max_seconds is not None and args.max_seconds < args.min_seconds:
+        raise ManifestToolError(f"--max-seconds {args.max_seconds} is below --min-seconds {args.min_seconds}")
+    if args.resample_to is not None:
+        out = os.path.abspath(args.resample_to)
+        if os.path.commonpath([root, out]) in (root, out):
+            raise ManifestToolError(f"--resample-to {out} and the audio root {root} contain one another; choose a "
+                                    f"folder outside the root (else a later scan would list the converted copies)")
+    extensions = parse_extensions(args.ext)
+    rels = scan(root, extensions)
+    logger.info("found %d files (%s) under %s", len(rels), ",".join(extensions), root)
+    if not rels:
+        raise ManifestToolError(f"no files ending in {', '.join(extensions)} under {root}; check ROOT or --ext")
+    results = check_files(root, rels, args.resample_to, args.min_seconds, args.max_seconds, args.workers,
+                          progress=not getattr(args, "quiet", False))
     os.makedirs(args.dest, exist_ok=True)
-    root = args.resample_to or args.root
-    write_manifest(os.path.join(args.dest, "train.tsv"), root, train)
-    write_manifest(os.path.join(args.dest, "valid.tsv"), root, valid)
-    write_skipped(os.path.join(args.dest, "skipped.tsv"), args.root, results)
-    reasons = Counter(e.reason for _, e in results if not e.ok)
-    return {"found": len(rels), "kept": len(kept), "converted": sum(e.converted for _, e in results),
-            "train": len(train), "valid": len(valid), "skipped": {r: reasons[r] for r in REASONS if reasons[r]},
-            "hours": sum(f for _, f in kept) / TARGET_RATE / 3600}
+    skipped_path = os.path.join(os.path.abspath(args.dest), "skipped.tsv")
+    write_skipped(skipped_path, root, results)
+    summary = summarise(results)
+    if not summary["kept"]:
+        raise ManifestToolError(f"none of the {len(rels)} files under {root} can be listed "
+                                f"({summary['skipped']}); reasons per file in {skipped_path}")
+    manifest_root = os.path.abspath(args.resample_to) if args.resample_to else root
+    train, valid = split_rows([(r.listed_rel, r.frames) for r in results if r.ok], args.valid_percent, args.seed)
+    write_manifest(os.path.join(args.dest, "train.tsv"), manifest_root, train)
+    write_manifest(os.path.join(args.dest, "valid.tsv"), manifest_root, valid)
+    for reason, count in summary["skipped"].items():
+        logger.info("skipped %d file(s): %s", count, reason)
+    summary.update(train=len(train), valid=len(valid), root=manifest_root, dest=os.path.abspath(args.dest),
+                   skipped_list=skipped_path)
+    return summary
+
+
+def format_summary(s: Dict[str, object]) -> str:
+    """The CLI's closing lines."""
+    skipped = s["skipped"]
+    by_reason = ", ".join(f"{reason} {count}" for reason, count in skipped.items()) or "none"
+    converted = f"converted {s['converted']}" + (f" ({s['reused']} reused from an earlier run)" if s["reused"] else "")
+    return (f"e2v-manifest: found {s['found']} files, kept {s['kept']} ({s['hours']:.2f} h: train {s['train']}, "
+            f"valid {s['valid']}), {converted}, linked {s['linked']}, skipped {sum(skipped.values())} ({by_reason})\n"
+            f"  manifests: {s['dest']}/train.tsv, valid.tsv (root {s['root']})\n"
+            f"  skipped files and reasons: {s['skipped_list']}")
 
 
 def cli_main() -> None:
-    # force: importing fairseq already configured the root logger at DEBUG
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
+    """Console script ``e2v-manifest``."""
+    # force=True: importing fairseq elsewhere may already have set the root logger up at DEBUG
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     args = get_parser().parse_args()
-    s = main(args)
-    skipped = ", ".join(f"{k}: {v}" for k, v in s["skipped"].items()) or "none"
-    print(f"e2v-manifest: found {s['found']}, kept {s['kept']} ({s['hours']:.2f} h; train {s['train']}, "
-          f"valid {s['valid']}), converted {s['converted']}, skipped {sum(s['skipped'].values())} ({skipped}); "
-          f"list of skipped files: {os.path.join(args.dest, 'skipped.tsv')}")
+    try:
+        summary = main(args)
+    except (ManifestToolError, OSError) as e:  # OSError: writing under --dest or --resample-to failed
+        raise SystemExit(f"e2v-manifest: error: {e}") from None
+    print(format_summary(summary))
 
 
 if __name__ == "__main__":

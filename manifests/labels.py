@@ -1,174 +1,307 @@
-"""``e2v-labels DATASET ROOT --dest DIR``: labelled manifests for the downstream probe.
+"""``e2v-labels DATASET ROOT --dest DIR [--split NAME]``: labelled manifests for the downstream probe.
 
-Writes ``DIR/<split>.tsv`` (a manifest), ``DIR/<split>.emo`` (one label per line) and
-``DIR/<split>.group`` (the fold key per line: IEMOCAP session, otherwise the speaker), in the
-same order. Public layouts read:
+Writes, in the same utterance order:
 
-* ``iemocap``: ``Session{1-5}/dialog/EmoEvaluation/*.txt`` lines
-  ``[start - end]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[v, a, d]``, audio in
-  ``Session{1-5}/sentences/wav/<dialog>/<utt>.wav``; 4 classes neu, hap (+exc), ang, sad
-  (5531 utterances for the full corpus); group = session.
-* ``ravdess``: ``Actor_XX/03-01-EE-II-SS-RR-AA.wav`` (EE: 01 neutral 02 calm 03 happy 04 sad
-  05 angry 06 fearful 07 disgust 08 surprised); group = actor.
-* ``cremad``: ``AudioWAV/1001_DFA_ANG_XX.wav`` (speaker_sentence_emotion_level); group = speaker.
-* ``esd``: ``<speaker>/<Angry|Happy|Neutral|Sad|Surprise>/**/<speaker>_<n>.wav``; group = speaker.
-* ``csv``: ROOT is a CSV with header ``path,label[,group]``; relative paths are relative to the
-  CSV's folder.
+* ``DIR/<split>.tsv``: a fairseq manifest (root on line 1, ``relpath<TAB>num_samples``, lengths
+  read from the audio headers by the same checks as ``e2v-manifest``);
+* ``DIR/<split>.emo``: one label per line;
+* ``DIR/<split>.group``: one fold key per line (IEMOCAP: the session; others: the speaker/actor);
+* ``DIR/<split>.skipped.tsv``: ``path<TAB>reason<TAB>detail`` for labelled files left out.
 
-Audio must be 16 kHz mono, or converted with ``--resample-to OUT`` (the e2v-manifest machinery).
+DATASET is one of (public layouts):
+
+* ``iemocap``: ROOT is ``IEMOCAP_full_release``. Labels from
+  ``Session{1..5}/dialog/EmoEvaluation/*.txt`` lines
+  ``[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]``, audio
+  ``Session{1..5}/sentences/wav/<dialog>/<utterance>.wav``. The usual 4 classes: neu, hap
+  (exc merged into hap), ang, sad; every other label (fru, sur, fea, dis, oth, xxx) is dropped.
+  The full corpus gives 5531 utterances. Group: ``Session1`` .. ``Session5``.
+* ``ravdess``: ``Actor_XX/MM-VV-EE-II-SS-RR-AA.wav`` (modality, vocal channel, emotion,
+  intensity, statement, repetition, actor); emotion 01 neutral, 02 calm, 03 happy, 04 sad,
+  05 angry, 06 fearful, 07 disgust, 08 surprised. Group: ``Actor_XX``. RAVDESS is 48 kHz:
+  add ``--resample-to OUT``.
+* ``cremad``: ``AudioWAV/SSSS_SEN_EMO_LVL.wav`` (speaker, sentence, emotion, level); emotions
+  ANG, DIS, FEA, HAP, NEU, SAD, written lower-case. Group: the speaker id.
+* ``esd``: ``<speaker 0001..0020>/<Angry|Happy|Neutral|Sad|Surprise>/[any subfolder/]<speaker>_<n>.wav``
+  (the ``<speaker>.txt`` transcripts are ignored); labels lower-case. Group: the speaker id.
+* ``csv``: ROOT is a CSV file with the header ``path,label[,group]``; paths are absolute or
+  relative to the CSV's folder; without a group column every row is in group ``all``.
+
+A label that points to a missing file, an unknown dataset or an empty result is an error naming
+the file (and line) and the fix. Audio that is not 16 kHz mono is skipped as "needs resampling"
+unless ``--resample-to OUT`` is given (then converted as by ``e2v-manifest``).
 """
 
 import argparse
 import csv
-import glob
+import logging
 import os
 import re
 from collections import Counter
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, NamedTuple
 
-from .audio_manifest import build, write_manifest
+from .audio_manifest import ManifestToolError, check_files, summarise, write_manifest, write_skipped
 
-Item = Tuple[str, str, str]  # absolute path, label, group
+logger = logging.getLogger(__name__)
 
 
 class LabelError(ValueError):
-    """A label source that cannot be used; names the file (and line) and the fix."""
+    """A label source that cannot be used; the message names the file (and line) and the fix."""
 
 
-def _require(path: str, where: str) -> str:
+class Item(NamedTuple):
+    """One labelled utterance: absolute audio path, label, fold key and where the label came from."""
+
+    path: str
+    label: str
+    group: str
+    source: str
+
+
+def _require_audio(path: str, source: str, hint: str) -> str:
     if not os.path.isfile(path):
-        raise LabelError(f"{where}: audio {path} does not exist; is ROOT the corpus root?")
+        raise LabelError(f"{source}: the label points to {path}, which does not exist; {hint}")
     return path
 
 
+# --------------------------------------------------------------------------------------------- IEMOCAP
+
+IEMOCAP_CLASSES = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+_IEMOCAP_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\t(\S+)\t(\S+)\t")
+
+
 def iemocap(root: str) -> List[Item]:
-    merge = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
-    items = []
-    pattern = re.compile(r"^\[[\d.]+ - [\d.]+\]\t(\S+)\t(\S+)\t")
-    for session in sorted(glob.glob(os.path.join(root, "Session*"))):
-        name = os.path.basename(session)
-        for txt in sorted(glob.glob(os.path.join(session, "dialog", "EmoEvaluation", "*.txt"))):
-            with open(txt, encoding="utf-8", errors="replace") as f:
+    """IEMOCAP's EmoEvaluation labels, 4 classes (exc merged into hap), grouped by session."""
+    sessions = sorted(d for d in os.listdir(root) if re.fullmatch(r"Session\d+", d)
+                      and os.path.isdir(os.path.join(root, d)))
+    items: List[Item] = []
+    for session in sessions:
+        evaluation = os.path.join(root, session, "dialog", "EmoEvaluation")
+        if not os.path.isdir(evaluation):
+            raise LabelError(f"{evaluation} does not exist; ROOT must be IEMOCAP_full_release with "
+                             f"Session*/dialog/EmoEvaluation/*.txt")
+        for txt in sorted(f for f in os.listdir(evaluation) if f.endswith(".txt")):
+            txt_path = os.path.join(evaluation, txt)
+            with open(txt_path, encoding="utf-8", errors="replace") as f:
                 for lineno, line in enumerate(f, start=1):
-                    m = pattern.match(line)
-                    if not m or m.group(2) not in merge:
+                    m = _IEMOCAP_LINE.match(line)
+                    if not m or m.group(2) not in IEMOCAP_CLASSES:
                         continue
-                    utt = m.group(1)
-                    wav = os.path.join(session, "sentences", "wav", utt.rsplit("_", 1)[0], utt + ".wav")
-                    items.append((_require(wav, f"{txt}:{lineno}"), merge[m.group(2)], name))
+                    utterance = m.group(1)
+                    dialog = utterance.rsplit("_", 1)[0]
+                    wav = os.path.join(root, session, "sentences", "wav", dialog, utterance + ".wav")
+                    hint = (f"expected the audio of {utterance} at Session*/sentences/wav/{dialog}/{utterance}.wav; "
+                            f"is the corpus complete and ROOT the IEMOCAP_full_release folder?")
+                    _require_audio(wav, f"{txt_path}:{lineno}", hint)
+                    items.append(Item(wav, IEMOCAP_CLASSES[m.group(2)], session, f"{txt_path}:{lineno}"))
     return items
 
 
-RAVDESS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",
-           "07": "disgust", "08": "surprised"}
+# --------------------------------------------------------------------------------------------- RAVDESS
+
+RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",
+                    "07": "disgust", "08": "surprised"}
+_RAVDESS_NAME = re.compile(r"(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)")
+
+
+def _wavs_under(folder: str) -> List[str]:
+    """Sorted ``.wav`` files (any case) under ``folder``, recursively, symlinks followed."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        out.extend(os.path.join(dirpath, n) for n in filenames if n.lower().endswith(".wav"))
+    return sorted(out)
 
 
 def ravdess(root: str) -> List[Item]:
-    items = []
-    for wav in sorted(glob.glob(os.path.join(root, "**", "Actor_*", "*.wav"), recursive=True)):
-        parts = os.path.splitext(os.path.basename(wav))[0].split("-")
-        if len(parts) != 7 or parts[2] not in RAVDESS:
-            raise LabelError(f"{wav}: not a RAVDESS name MM-VC-EE-II-SS-RR-AA with emotion 01-08")
-        items.append((wav, RAVDESS[parts[2]], f"Actor_{parts[6]}"))
+    """RAVDESS ``Actor_XX/03-01-EE-II-SS-RR-AA.wav``: 8 emotions from the name, grouped by actor."""
+    items: List[Item] = []
+    for wav in _wavs_under(root):
+        if not os.path.basename(os.path.dirname(wav)).startswith("Actor_"):
+            continue
+        stem = os.path.splitext(os.path.basename(wav))[0]
+        m = _RAVDESS_NAME.fullmatch(stem)
+        if not m or m.group(3) not in RAVDESS_EMOTIONS:
+            raise LabelError(f"{wav}: expected a RAVDESS name MM-VV-EE-II-SS-RR-AA.wav with emotion EE in 01..08, "
+                             f"got {stem!r}; move files that are not RAVDESS out of the Actor_ folders")
+        items.append(Item(wav, RAVDESS_EMOTIONS[m.group(3)], f"Actor_{m.group(7)}", wav))
     return items
 
 
-CREMAD = {"ANG": "ang", "DIS": "dis", "FEA": "fea", "HAP": "hap", "NEU": "neu", "SAD": "sad"}
+# --------------------------------------------------------------------------------------------- CREMA-D
+
+CREMAD_EMOTIONS = {"ANG": "ang", "DIS": "dis", "FEA": "fea", "HAP": "hap", "NEU": "neu", "SAD": "sad"}
+_CREMAD_NAME = re.compile(r"(\d+)_([A-Z]+)_([A-Z]+)_([A-Z]+)")
 
 
 def cremad(root: str) -> List[Item]:
-    items = []
-    for wav in sorted(glob.glob(os.path.join(root, "**", "*.wav"), recursive=True)):
-        parts = os.path.splitext(os.path.basename(wav))[0].split("_")
-        if len(parts) != 4 or parts[2] not in CREMAD:
-            raise LabelError(f"{wav}: not a CREMA-D name SPEAKER_SENTENCE_EMOTION_LEVEL")
-        items.append((wav, CREMAD[parts[2]], parts[0]))
+    """CREMA-D ``AudioWAV/1001_DFA_ANG_XX.wav``: 6 emotions from the name, grouped by speaker."""
+    folder = os.path.join(root, "AudioWAV") if os.path.isdir(os.path.join(root, "AudioWAV")) else root
+    items: List[Item] = []
+    for wav in _wavs_under(folder):
+        stem = os.path.splitext(os.path.basename(wav))[0]
+        m = _CREMAD_NAME.fullmatch(stem)
+        if not m or m.group(3) not in CREMAD_EMOTIONS:
+            raise LabelError(f"{wav}: expected a CREMA-D name SPEAKER_SENTENCE_EMOTION_LEVEL.wav with EMOTION one of "
+                             f"{', '.join(CREMAD_EMOTIONS)}, got {stem!r}; point ROOT at the CREMA-D folder "
+                             f"(AudioWAV/ inside it) and move other wavs out")
+        items.append(Item(wav, CREMAD_EMOTIONS[m.group(3)], m.group(1), wav))
     return items
 
 
-ESD = ("Angry", "Happy", "Neutral", "Sad", "Surprise")
+# --------------------------------------------------------------------------------------------- ESD
+
+ESD_EMOTIONS = ("Angry", "Happy", "Neutral", "Sad", "Surprise")
 
 
 def esd(root: str) -> List[Item]:
-    items = []
-    for speaker in sorted(d for d in os.listdir(root) if re.fullmatch(r"\d{4}", d)):
-        for emotion in ESD:
-            for wav in sorted(glob.glob(os.path.join(root, speaker, emotion, "**", "*.wav"), recursive=True)):
-                items.append((wav, emotion.lower(), speaker))
+    """ESD ``<speaker>/<Emotion>/**/<speaker>_<n>.wav``: 5 emotions from the folder, grouped by speaker."""
+    items: List[Item] = []
+    speakers = sorted(d for d in os.listdir(root) if re.fullmatch(r"\d{4}", d) and os.path.isdir(os.path.join(root, d)))
+    for speaker in speakers:
+        for emotion in ESD_EMOTIONS:
+            folder = os.path.join(root, speaker, emotion)
+            if os.path.isdir(folder):
+                items.extend(Item(wav, emotion.lower(), speaker, wav) for wav in _wavs_under(folder))
     return items
 
+
+# --------------------------------------------------------------------------------------------- CSV
 
 def from_csv(path: str) -> List[Item]:
+    """A CSV with the header ``path,label[,group]``; relative paths are relative to the CSV's folder."""
     if not os.path.isfile(path):
-        raise LabelError(f"{path} does not exist (for csv, ROOT is the CSV file)")
+        raise LabelError(f"{path} does not exist; for the csv dataset ROOT is the CSV file itself "
+                         f"(header path,label[,group])")
     base = os.path.dirname(os.path.abspath(path))
-    items = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise LabelError(f"{path}:1: header must be path,label[,group], got {reader.fieldnames}")
-        for lineno, row in enumerate(reader, start=2):
-            wav = row["path"] if os.path.isabs(row["path"]) else os.path.join(base, row["path"])
-            items.append((_require(wav, f"{path}:{lineno}"), row["label"], row.get("group") or "all"))
+    items: List[Item] = []
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM from a spreadsheet export
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        if "path" not in header or "label" not in header:
+            raise LabelError(f"{path}:1: expected the header path,label[,group], got {','.join(header) or 'nothing'}")
+        col_path, col_label = header.index("path"), header.index("label")
+        col_group = header.index("group") if "group" in header else None
+        if col_group is None:
+            logger.warning("%s: no group column; every row is in group 'all' (add a speaker column named group "
+                           "for leave-one-speaker-out probes)", path)
+        for row in reader:
+            lineno = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) < len(header):
+                raise LabelError(f"{path}:{lineno}: expected {len(header)} columns ({','.join(header)}), "
+                                 f"got {len(row)}: {row}")
+            rel, label = row[col_path].strip(), row[col_label].strip()
+            group = row[col_group].strip() if col_group is not None else "all"
+            for what, value in (("path", rel), ("label", label), ("group", group)):
+                if not value or any(c in value for c in "\t\n\r"):
+                    raise LabelError(f"{path}:{lineno}: the {what} is empty or holds a tab/line break: {value!r}")
+            wav = rel if os.path.isabs(rel) else os.path.join(base, rel)
+            _require_audio(wav, f"{path}:{lineno}", "fix the path (relative paths are relative to the CSV's "
+                                                    "folder) or remove the row")
+            items.append(Item(os.path.abspath(wav), label, group, f"{path}:{lineno}"))
     return items
 
 
-DATASETS = {"iemocap": iemocap, "ravdess": ravdess, "cremad": cremad, "esd": esd, "csv": from_csv}
+DATASETS: Dict[str, Callable[[str], List[Item]]] = {
+    "iemocap": iemocap, "ravdess": ravdess, "cremad": cremad, "esd": esd, "csv": from_csv,
+}
+
+
+def read_items(dataset: str, root: str) -> List[Item]:
+    """Labelled utterances of ``dataset`` under ``root``; raises :class:`LabelError` when unusable."""
+    if dataset not in DATASETS:
+        raise LabelError(f"unknown dataset {dataset!r}; expected one of {', '.join(sorted(DATASETS))} "
+                         f"(csv: your own path,label[,group] file)")
+    if dataset != "csv" and not os.path.isdir(root):
+        raise LabelError(f"{root} is not a folder; for {dataset} ROOT is the corpus folder")
+    items = DATASETS[dataset](root)
+    if not items:
+        raise LabelError(f"{root}: no labelled utterances found for {dataset}; check that ROOT is the corpus "
+                         f"folder with the layout described in `e2v-labels --help`")
+    first_seen: Dict[str, str] = {}
+    for item in items:
+        if item.path in first_seen:
+            raise LabelError(f"{item.source}: {item.path} is labelled twice (first at {first_seen[item.path]}); "
+                             f"keep one row per file")
+        first_seen[item.path] = item.source
+    return items
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Labelled manifests (<split>.tsv/.emo/.group) for emotion corpora.")
-    p.add_argument("dataset", choices=sorted(DATASETS))
-    p.add_argument("root", help="corpus root folder (for csv: the CSV file)")
-    p.add_argument("--dest", required=True)
-    p.add_argument("--split", default="all", help="output name: DEST/<split>.tsv, .emo, .group")
-    p.add_argument("--resample-to", default=None, help="convert non-16 kHz-mono audio into this folder")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--quiet", action="store_true")
+    """Command-line options of ``e2v-labels``."""
+    p = argparse.ArgumentParser(prog="e2v-labels", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", metavar="DATASET", help=f"one of {', '.join(sorted(DATASETS))}")
+    p.add_argument("root", metavar="ROOT", help="corpus folder (for csv: the CSV file)")
+    p.add_argument("--dest", required=True, help="output folder")
+    p.add_argument("--split", default="all", help="output name: DEST/<split>.tsv, .emo, .group (default: %(default)s)")
+    p.add_argument("--resample-to", default=None, metavar="OUT",
+                   help="convert audio that is not 16 kHz mono into OUT (as e2v-manifest does)")
+    p.add_argument("--workers", type=int, default=1, help="processes reading files (1: no pool)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-def main(args) -> Dict[str, object]:
-    items = DATASETS[args.dataset](args.root)
-    if not items:
-        raise LabelError(f"{args.root}: no labelled utterances found for {args.dataset}; check ROOT and the layout "
-                         f"described in `e2v-labels --help`")
-    paths = [os.path.abspath(p) for p, _, _ in items]
-    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
-    if os.path.isfile(root):
-        root = os.path.dirname(root)
-    rels = [os.path.relpath(p, root) for p in paths]
-    results = build(root, rels, args.resample_to, 0.0, None, args.workers, not args.quiet)
-    rows, labels, groups, skipped = [], [], [], []
-    for (rel, entry), (_, label, group) in zip(results, items):
-        if entry.ok:
-            rows.append((rel, entry.frames))
-            labels.append(label)
-            groups.append(group)
-        else:
-            skipped.append(f"{entry.path}: {entry.reason} ({entry.detail})")
-    if not rows:
-        raise LabelError("every file was skipped:\n  " + "\n  ".join(skipped[:10]))
+def main(args: argparse.Namespace) -> Dict[str, object]:
+    """Read the labels, check the audio, write ``<split>.tsv/.emo/.group``; return the summary.
+
+    Raises:
+        LabelError: unknown dataset, no labelled utterance, a label pointing to a missing file,
+            or every file skipped.
+    """
+    items = read_items(args.dataset, args.root)
+    paths = [os.path.abspath(item.path) for item in items]
+    base = os.path.commonpath([os.path.dirname(p) for p in paths])
+    rels = [os.path.relpath(p, base) for p in paths]
+    try:
+        results = check_files(base, rels, args.resample_to, workers=args.workers, progress=not args.quiet)
+    except ManifestToolError as e:
+        raise LabelError(str(e)) from None
     os.makedirs(args.dest, exist_ok=True)
     stem = os.path.join(args.dest, args.split)
-    write_manifest(stem + ".tsv", args.resample_to or root, rows)
-    for ext, values in ((".emo", labels), (".group", groups)):
+    write_skipped(stem + ".skipped.tsv", base, results)
+    kept = [(result, item) for result, item in zip(results, items) if result.ok]
+    counts = summarise(results)
+    if not kept:
+        hint = " (RAVDESS is 48 kHz: add --resample-to OUT)" if "needs resampling" in counts["skipped"] else ""
+        raise LabelError(f"all {len(items)} labelled files were skipped ({counts['skipped']}){hint}; "
+                         f"reasons per file in {stem}.skipped.tsv")
+    write_manifest(stem + ".tsv", args.resample_to or base, [(r.listed_rel, r.frames) for r, _ in kept])
+    for ext, values in ((".emo", [i.label for _, i in kept]), (".group", [i.group for _, i in kept])):
         with open(stem + ext, "w", encoding="utf-8") as f:
             f.write("\n".join(values) + "\n")
-    return {"utterances": len(rows), "classes": dict(sorted(Counter(labels).items())),
-            "groups": len(set(groups)), "skipped": skipped}
+    classes = Counter(i.label for _, i in kept)
+    groups = Counter(i.group for _, i in kept)
+    for reason, n in counts["skipped"].items():
+        logger.warning("%d labelled file(s) skipped: %s (see %s.skipped.tsv)", n, reason, stem)
+    return {
+        "dataset": args.dataset, "utterances": len(kept), "classes": dict(sorted(classes.items())),
+        "groups": dict(sorted(groups.items())), "converted": counts["converted"], "skipped": counts["skipped"],
+        "hours": counts["hours"], "outputs": [stem + ext for ext in (".tsv", ".emo", ".group", ".skipped.tsv")],
+    }
+
+
+def format_summary(s: Dict[str, object]) -> str:
+    """The CLI's closing lines: counts per class, groups, skips."""
+    classes = ", ".join(f"{label} {n}" for label, n in s["classes"].items())
+    skipped = ", ".join(f"{reason} {n}" for reason, n in s["skipped"].items()) or "none"
+    return (f"e2v-labels {s['dataset']}: {s['utterances']} utterances ({s['hours']:.2f} h), "
+            f"{len(s['groups'])} groups, converted {s['converted']}, skipped {sum(s['skipped'].values())} ({skipped})\n"
+            f"  per class: {classes}\n"
+            f"  wrote {', '.join(s['outputs'])}")
 
 
 def cli_main() -> None:
+    """Console script ``e2v-labels``."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     args = get_parser().parse_args()
     try:
-        s = main(args)
-    except LabelError as e:
-        raise SystemExit(f"e2v-labels: {e}")
-    for line in s["skipped"]:
-        print(f"skipped {line}")
-    print(f"e2v-labels {args.dataset}: {s['utterances']} utterances, {s['groups']} groups, per class {s['classes']}, "
-          f"skipped {len(s['skipped'])} -> {os.path.join(args.dest, args.split)}.tsv/.emo/.group")
+        summary = main(args)
+    except (LabelError, OSError) as e:  # OSError: writing under --dest or --resample-to failed
+        raise SystemExit(f"e2v-labels: error: {e}") from None
+    print(format_summary(summary))
 
 
 if __name__ == "__main__":

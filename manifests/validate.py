@@ -1,66 +1,107 @@
-"""``e2v-validate-manifest M.tsv``: re-check a manifest before a long run.
+"""``e2v-validate-manifest M.tsv [M2.tsv ...]``: re-check fairseq wav manifests before a long run.
 
-Checks the root line, that every file exists and is readable, is 16 kHz mono and has the listed
-length. Exits non-zero listing the first problems as ``manifest:line: what (expected X, got Y)``.
+For every manifest: line 1 must be an existing folder; every listed file must exist, be
+readable (the same checks as ``e2v-manifest``, see :func:`manifests.audio_info.inspect`), be
+16 kHz mono and have the listed length. Problems are reported as
+``manifest:line: what is wrong (expected X, got Y)``, the first ``--limit`` of them on stderr,
+and the exit status is 1; with no problem it prints one OK line per manifest and exits 0.
+
+The manifest is parsed by :func:`emotion2vec_plugin.data.manifest.read_manifest`, the same
+reader the training task uses.
 """
 
 import argparse
+import logging
 import os
 import sys
-from typing import List
+from typing import List, Optional, Tuple
 
-from emotion2vec_plugin.data.manifest import ManifestError, read_manifest
+from emotion2vec_plugin.data.manifest import Manifest, ManifestError, read_manifest
 
-from .audio_info import TARGET_RATE, inspect
+from .audio_info import TARGET_RATE, inspect, map_chunked
+
+logger = logging.getLogger(__name__)
+
+REBUILD = "rebuild the manifest with e2v-manifest"
 
 
-def check(path: str, limit: int = 20) -> List[str]:
-    """Problems of manifest ``path`` as ``path:line: message`` strings (at most ``limit``)."""
+def check_entry(entry: Tuple[str, str, int]) -> Optional[str]:
+    """Problem of one manifest line (``where``, file, listed length) as ``where: ...``, or None."""
+    where, path, listed = entry
+    if not os.path.lexists(path):
+        return f"{where}: file missing (expected {path}, got nothing there); fix line 1 (the root) or {REBUILD}"
+    probe = inspect(path)
+    if not probe.ok:
+        return f"{where}: {probe.reason} file (expected readable audio, got: {probe.detail}) at {path}; {REBUILD}"
+    if probe.samplerate != TARGET_RATE:
+        return (f"{where}: wrong sample rate (expected {TARGET_RATE} Hz, got {probe.samplerate} Hz) in {path}; "
+                f"{REBUILD} --resample-to OUT")
+    if probe.channels != 1:
+        return (f"{where}: not mono (expected 1 channel, got {probe.channels}) in {path}; "
+                f"{REBUILD} --resample-to OUT")
+    if probe.frames != listed:
+        return (f"{where}: wrong length (expected {listed} samples as listed, got {probe.frames} in the file) "
+                f"for {path}; {REBUILD}")
+    return None
+
+
+def check_manifest(manifest: Manifest, workers: int = 1, progress: bool = False) -> List[str]:
+    """Problems of every line of a parsed manifest, in line order."""
+    entries = [(manifest.where(i), manifest.full_path(i), manifest.sizes[i]) for i in range(len(manifest))]
+    results = map_chunked(check_entry, entries, workers=workers, progress=progress, desc="validating")
+    return [r for r in results if r is not None]
+
+
+def check(path: str, workers: int = 1, progress: bool = False) -> List[str]:
+    """Problems of the manifest file ``path`` as ``path:line: ...`` strings (empty when it is fine)."""
     try:
         manifest = read_manifest(path)
     except ManifestError as e:
         return [str(e)]
-    problems = []
-    for i in range(len(manifest)):
-        where, file = manifest.where(i), manifest.full_path(i)
-        if not os.path.isfile(file):
-            problems.append(f"{where}: {file} does not exist")
-        else:
-            e = inspect(file)
-            if not e.ok:
-                problems.append(f"{where}: {file} is {e.reason} ({e.detail})")
-            elif e.samplerate != TARGET_RATE or e.channels != 1:
-                problems.append(f"{where}: {file} is {e.samplerate} Hz with {e.channels} channel(s) "
-                                f"(expected {TARGET_RATE} Hz mono; rebuild with e2v-manifest --resample-to)")
-            elif e.frames != manifest.sizes[i]:
-                problems.append(f"{where}: length mismatch (expected {manifest.sizes[i]} as listed, "
-                                f"got {e.frames} in the file)")
-        if len(problems) >= limit:
-            break
-    return problems
+    if len(manifest) == 0:
+        return [f"{path}:2: no utterances (expected 'relpath<TAB>num_samples' lines after the root, got none); "
+                f"{REBUILD}"]
+    return check_manifest(manifest, workers, progress)
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Re-check a fairseq wav manifest.")
-    p.add_argument("manifest")
-    p.add_argument("--limit", type=int, default=20, help="stop after this many problems")
+    """Command-line options of ``e2v-validate-manifest``."""
+    p = argparse.ArgumentParser(prog="e2v-validate-manifest",
+                                description="Re-check fairseq wav manifests: root, files, 16 kHz mono, lengths.")
+    p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="train.tsv, valid.tsv, ...")
+    p.add_argument("--limit", type=int, default=20, help="problems printed at most (all are counted)")
+    p.add_argument("--workers", type=int, default=1, help="processes reading files (1: no pool)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-def main(args) -> List[str]:
-    return check(args.manifest, args.limit)
+def main(args: argparse.Namespace) -> List[str]:
+    """Check every manifest in ``args.manifests``; return all problems (empty list: all fine)."""
+    problems: List[str] = []
+    for path in args.manifests:
+        found = check(path, args.workers, progress=not args.quiet)
+        logger.info("%s: %d problem(s)", path, len(found))
+        problems.extend(found)
+    return problems
 
 
-def cli_main() -> None:
+def cli_main() -> int:
+    """Console script ``e2v-validate-manifest``: exit 1 and list problems, or print OK lines."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
     args = get_parser().parse_args()
     problems = main(args)
     if problems:
-        print("\n".join(problems), file=sys.stderr)
-        print(f"e2v-validate-manifest: {len(problems)} problem(s) (first {args.limit} shown at most)", file=sys.stderr)
-        raise SystemExit(1)
-    n = len(read_manifest(args.manifest))
-    print(f"e2v-validate-manifest: {args.manifest}: {n} utterances OK")
+        shown = problems[: max(args.limit, 1)]
+        print("\n".join(shown), file=sys.stderr)
+        more = f" (first {len(shown)} shown; --limit to see more)" if len(problems) > len(shown) else ""
+        print(f"e2v-validate-manifest: {len(problems)} problem(s){more}", file=sys.stderr)
+        return 1
+    for path in args.manifests:
+        m = read_manifest(path)
+        print(f"e2v-validate-manifest: {path}: OK, {len(m)} utterances, {sum(m.sizes) / TARGET_RATE / 3600:.2f} h "
+              f"at 16 kHz mono, root {m.root}")
+    return 0
 
 
 if __name__ == "__main__":
-    cli_main()
+    sys.exit(cli_main())
