@@ -113,7 +113,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, nargs="+", default=None,
                    help="blocks to average, 1-based or negative (default: -1, the last; the paper averages "
                         "-4 -3 -2 -1 for sentiment)")
-    p.add_argument("--batch-size", type=int, default=16, help="max utterances per batch")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="max utterances per batch (default: 1 on CPU, where batching made extraction memory-bound "
+                        "and slower, see recipes/RESULTS.md; 16 on GPU)")
     p.add_argument("--max-batch-seconds", type=float, default=160.0, help="max padded audio per batch")
     p.add_argument("--format", choices=["npy", "stacked"], default="stacked")
     p.add_argument("--prefix", default=None, help="stacked file prefix (default: the manifest name, e.g. train)")
@@ -145,7 +147,8 @@ def main(args) -> dict:
     todo = [i for i, path in enumerate(outputs) if not os.path.isfile(path)]
     if len(todo) < len(manifest):
         logger.info("resuming: %d of %d utterances already extracted", len(manifest) - len(todo), len(manifest))
-    batches = plan_batches(manifest.sizes, todo, args.batch_size, int(args.max_batch_seconds * sample_rate))
+    batch_size = args.batch_size or (1 if torch.device(args.device).type == "cpu" else 16)
+    batches = plan_batches(manifest.sizes, todo, batch_size, int(args.max_batch_seconds * sample_rate))
     with tqdm(total=len(todo), unit="utt", disable=args.quiet, desc="extract") as bar:
         for batch in batches:
             wavs = [read_mono(manifest.full_path(i), manifest.where(i), sample_rate) for i in batch]
