@@ -30,8 +30,8 @@ def test_collater_crops_to_shortest_and_is_deterministic(corpus):
 
 
 def test_dataset_side_masks_have_model_shape_and_counts(corpus):
-    mask_cfg = {"mask_prob": 0.5, "mask_length": 5, "mask_prob_adjust": 0.05, "clone_batch": 3, "conv_layers": TINY_CONV}
-    ds = Emotion2vecAudioDataset(read_manifest(str(corpus / "train.tsv")), mask=mask_cfg)
+    mask_cfg = {"mask_prob": 0.5, "mask_length": 5, "mask_prob_adjust": 0.05, "clone_batch": 3}
+    ds = Emotion2vecAudioDataset(read_manifest(str(corpus / "train.tsv")), mask=mask_cfg, conv_layers=TINY_CONV)
     batch = ds.collater([ds[i] for i in range(2)])
     S = batch["net_input"]["source"].shape[1]
     T = int(torch.div(torch.tensor(S) - 400, 320, rounding_mode="floor")) + 1  # same receptive field/stride as base

@@ -36,9 +36,10 @@ class Emotion2vecAudioDataset(FairseqDataset):
         min_sample_size: utterances shorter than this are left out (and counted in the log).
         normalize: zero mean / unit variance per utterance (before cropping, as fairseq).
         seed: run seed for crop offsets and dataset-side masks.
-        mask: None, or a dict of compute_span_mask settings plus ``clone_batch`` and
-            ``conv_layers`` to return ``precomputed_mask`` [B * clone_batch, T] in each batch.
-        conv_layers: the model's CNN spec; clips giving fewer than 2 frames are left out.
+        mask: None, or a dict of compute_span_mask settings plus ``clone_batch`` to return
+            ``precomputed_mask`` [B * clone_batch, T] in each batch (needs ``conv_layers``).
+        conv_layers: the model's CNN spec: frames per crop for dataset-side masks; clips giving
+            fewer than 2 frames are left out.
     """
 
     def __init__(self, manifest: Manifest, sample_rate: int = 16000, max_sample_size: Optional[int] = None,
@@ -52,7 +53,9 @@ class Emotion2vecAudioDataset(FairseqDataset):
         self.seed = seed
         self.mask = mask
         self.epoch = 1
-        self.conv_layers = conv_layers or (mask or {}).get("conv_layers")
+        if mask is not None and conv_layers is None:
+            raise ValueError("dataset-side masks need conv_layers to know the number of frames per crop")
+        self.conv_layers = conv_layers
         self._warned = set()
         keep = [i for i, n in enumerate(manifest.sizes) if n >= min_sample_size]
         skipped = len(manifest) - len(keep)
@@ -126,7 +129,7 @@ class Emotion2vecAudioDataset(FairseqDataset):
         net_input = {"source": torch.stack(sources), "id": torch.tensor(ids, dtype=torch.long)}
         if self.mask is not None:
             m = self.mask
-            frames = frames_for_samples(m["conv_layers"], size)
+            frames = frames_for_samples(self.conv_layers, size)
             net_input["precomputed_mask"] = compute_span_mask(
                 len(samples) * m["clone_batch"], frames, m["mask_prob"], m["mask_length"], m["mask_prob_adjust"],
                 generator=self._generator(ids, salt=1),

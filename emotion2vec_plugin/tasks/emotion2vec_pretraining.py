@@ -65,9 +65,8 @@ class Emotion2vecPretrainingTask(FairseqTask):
     def setup_task(cls, cfg: Emotion2vecPretrainingConfig, **kwargs) -> "Emotion2vecPretrainingTask":
         # runs after distributed init and before fairseq loads checkpoint_last.pt; rank 0 loads it
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        save_dir = cfg.get("save_dir") if hasattr(cfg, "get") else getattr(cfg, "save_dir", None)
-        restore = cfg.get("restore_file") if hasattr(cfg, "get") else getattr(cfg, "restore_file", None)
-        if rank == 0 and save_dir and restore == "checkpoint_last.pt":
+        save_dir = cfg.get("save_dir")  # fairseq passes a DictConfig
+        if rank == 0 and save_dir and cfg.get("restore_file") == "checkpoint_last.pt":
             repair_last_checkpoint(save_dir)
         return cls(cfg)
 
@@ -117,7 +116,7 @@ class Emotion2vecPretrainingTask(FairseqTask):
         if cfg.precompute_mask:
             mask = {
                 "mask_prob": cfg.mask_prob, "mask_length": cfg.mask_length, "mask_prob_adjust": cfg.mask_prob_adjust,
-                "clone_batch": cfg.clone_batch, "conv_layers": conv_layers,
+                "clone_batch": cfg.clone_batch,
             }
         dataset = Emotion2vecAudioDataset(
             manifest, cfg.sample_rate, cfg.max_sample_size, cfg.min_sample_size, cfg.normalize, cfg.seed, mask,
