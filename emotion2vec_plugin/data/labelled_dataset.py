@@ -1,0 +1,197 @@
+"""Labelled utterances for fine-tuning: what ``e2v-labels`` writes, as batches with targets.
+
+A split ``NAME`` of a label folder is three files in the same utterance order::
+
+    NAME.tsv    fairseq manifest (root on line 1, then relpath<TAB>num_samples)
+    NAME.emo    one label per line (or utt_id<TAB>label, the official emotion2vec layout)
+    NAME.group  optional, one fold key per line (speaker/session); not used for training
+
+The label set is taken from the training split and fixed in a stable order (sorted, or the
+order the user gives), so that class ``i`` means the same thing in the checkpoint, the label
+file written next to it, the exported model and FunASR's ``tokens.txt``.
+
+Audio reading, normalisation and the bad-file policy are those of pretraining
+(:class:`~emotion2vec_plugin.data.audio_dataset.Emotion2vecAudioDataset`): an unreadable file, a
+wrong rate, NaN samples or a clip too short for the CNN is left out of its batch with a warning
+naming ``manifest:line``. Unlike pretraining, batches are padded, not cropped to the shortest
+utterance: training crops each utterance to at most ``max_sample_size`` samples at a seeded
+random offset; evaluation keeps whole utterances. ``padding_mask`` [B, S] (True = padded) is
+exact, so the model can pool over exactly the valid frames.
+"""
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..downstream.probe import read_column_file
+from .audio_dataset import Emotion2vecAudioDataset
+from .manifest import Manifest, read_manifest
+
+logger = logging.getLogger(__name__)
+
+
+class LabelledDataError(ValueError):
+    """Labels that cannot be trained on; the message names the file (and line) and the fix."""
+
+
+@dataclass
+class LabelledSplit:
+    """One split: its manifest, one label string per manifest utterance and the .emo path."""
+
+    manifest: Manifest
+    labels: List[str]
+    label_path: str
+
+
+def read_labelled_split(folder: str, split: str, check_root: bool = True) -> LabelledSplit:
+    """Read ``folder/split.tsv`` and ``folder/split.emo`` and check that they line up.
+
+    Raises:
+        ManifestError: a bad manifest (from :func:`read_manifest`).
+        LabelledDataError: a missing ``.emo`` or a different number of labels than utterances.
+    """
+    manifest = read_manifest(os.path.join(folder, f"{split}.tsv"), check_root=check_root)
+    label_path = os.path.join(folder, f"{split}.emo")
+    if not os.path.isfile(label_path):
+        raise LabelledDataError(f"{label_path} does not exist: fine-tuning needs one label per utterance of "
+                                f"{manifest.path}, in the same order (write both with e2v-labels)")
+    labels = read_column_file(label_path, "labels")
+    if len(labels) != len(manifest):
+        # the first utterance without a label (or the first surplus label) is where they part
+        n = min(len(labels), len(manifest))
+        where = (f"{manifest.where(n)} has no label" if len(manifest) > n
+                 else f"{label_path}:{n + 1} has no utterance")
+        raise LabelledDataError(
+            f"{label_path} has {len(labels)} labels but {manifest.path} lists {len(manifest)} utterances "
+            f"({where}); the two files must have one line per utterance in the same order: rewrite them "
+            f"together with e2v-labels")
+    return LabelledSplit(manifest, labels, label_path)
+
+
+def label_set(train: LabelledSplit, explicit: Optional[Sequence[str]] = None) -> List[str]:
+    """The class names in a stable order: sorted training labels, or ``explicit`` (then every
+    training label must be in it and every listed class must have a training utterance)."""
+    counts = Counter(train.labels)
+    if explicit is None:
+        return sorted(counts)
+    names = [str(n).strip() for n in explicit]
+    if len(set(names)) != len(names) or not all(names):
+        raise LabelledDataError(f"task.labels={list(explicit)} has duplicate or empty names")
+    unknown = [lab for lab in counts if lab not in names]
+    if unknown:
+        first = train.labels.index(unknown[0]) + 1
+        raise LabelledDataError(f"{train.label_path}:{first}: label {unknown[0]!r} is not in task.labels={names}; "
+                                f"add it there or leave task.labels unset to take the classes from the training split")
+    empty = [n for n in names if counts[n] == 0]
+    if empty:
+        raise LabelledDataError(f"{train.label_path}: class(es) {empty} of task.labels have no training utterance; "
+                                f"a class the model never sees cannot be learned: remove them from task.labels")
+    return names
+
+
+def label_ids(split: LabelledSplit, names: Sequence[str], train_path: str) -> np.ndarray:
+    """Class index per utterance [N]; a label the training split never had is an error naming its line."""
+    index = {n: i for i, n in enumerate(names)}
+    out = np.empty(len(split.labels), dtype=np.int64)
+    for i, lab in enumerate(split.labels):
+        if lab not in index:
+            raise LabelledDataError(
+                f"{split.label_path}:{i + 1}: label {lab!r} never occurs in the training labels {train_path} "
+                f"(classes: {list(names)}); the classifier cannot predict it: relabel or drop these utterances, "
+                f"or add training examples of {lab!r}")
+        out[i] = index[lab]
+    return out
+
+
+def write_label_file(names: Sequence[str], path: str) -> None:
+    """One class name per line, class 0 first (also FunASR's ``tokens.txt`` layout)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(f"{n}\n" for n in names))
+    os.replace(tmp, path)
+
+
+def read_label_file(path: str) -> List[str]:
+    """Class names written by :func:`write_label_file` (one per line, no blank lines)."""
+    with open(path, encoding="utf-8") as f:
+        names = [line.rstrip("\r\n") for line in f]
+    while names and not names[-1].strip():
+        names.pop()
+    for i, n in enumerate(names, start=1):
+        if not n.strip():
+            raise LabelledDataError(f"{path}:{i}: empty class name; expected one class per line")
+    return names
+
+
+def crop_and_pad(sources: Sequence[torch.Tensor], max_size: Optional[int],
+                 generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Crop each waveform [S_i] to at most ``max_size`` samples (random offset from ``generator``)
+    and zero-pad to the longest: source [B, S_max] and padding_mask [B, S_max] (True = padded)."""
+    cropped = []
+    for wav in sources:
+        if max_size is not None and len(wav) > max_size:
+            start = int(torch.randint(0, len(wav) - max_size + 1, (1,), generator=generator))
+            wav = wav[start:start + max_size]
+        cropped.append(wav)
+    lengths = torch.tensor([len(w) for w in cropped])
+    out = cropped[0].new_zeros(len(cropped), int(lengths.max()))
+    for i, w in enumerate(cropped):
+        out[i, : len(w)] = w
+    padding_mask = torch.arange(out.size(1)).unsqueeze(0) >= lengths.unsqueeze(1)
+    return out, padding_mask
+
+
+class Emotion2vecLabelledDataset(Emotion2vecAudioDataset):
+    """Utterances of one labelled split with their class index.
+
+    Args:
+        manifest: the split's manifest.
+        targets: class index per manifest utterance [len(manifest)].
+        crop: training mode: crop to ``max_sample_size`` at a random (seeded) offset; otherwise
+            whole utterances (``max_sample_size`` is then ignored).
+        **kwargs: :class:`Emotion2vecAudioDataset` settings (sample_rate, min_sample_size,
+            normalize, seed, conv_layers).
+
+    A batch is ``{"id": [B], "net_input": {"source": [B, S], "padding_mask": [B, S], "id": [B]},
+    "target": [B], "bad_files": int}``.
+    """
+
+    def __init__(self, manifest: Manifest, targets: np.ndarray, crop: bool = True,
+                 max_sample_size: Optional[int] = None, **kwargs):
+        super().__init__(manifest, max_sample_size=max_sample_size if crop else None, **kwargs)
+        if len(targets) != len(manifest):
+            raise ValueError(f"{manifest.path}: {len(targets)} targets for {len(manifest)} utterances")
+        self.targets = np.asarray(targets, dtype=np.int64)[self.indices]
+        self.crop = crop
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        item = super().__getitem__(index)
+        item["target"] = int(self.targets[index])
+        return item
+
+    def collater(self, samples: List[Dict[str, object]]) -> Dict[str, object]:
+        bad = sum(s.get("source") is None for s in samples)
+        samples = [s for s in samples if s.get("source") is not None]
+        if not samples:  # the warnings already named every file; the task runs this with a zero loss
+            return self.placeholder_batch(bad) if bad else {}
+        ids = [int(s["id"]) for s in samples]
+        gen = self._generator(ids, salt=0) if self.crop else None
+        source, padding_mask = crop_and_pad([s["source"] for s in samples],
+                                            self.max_sample_size if self.crop else None, gen)
+        id_tensor = torch.tensor(ids, dtype=torch.long)
+        return {
+            "id": id_tensor,
+            "net_input": {"source": source, "padding_mask": padding_mask, "id": id_tensor},
+            "target": torch.tensor([int(s.get("target", 0)) for s in samples], dtype=torch.long),
+            "bad_files": bad,
+        }
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        """Utterances per class [C] after length filtering."""
+        return np.bincount(self.targets, minlength=num_classes)
