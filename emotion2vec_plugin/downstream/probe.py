@@ -19,7 +19,10 @@ By default the input features are standardised per dimension with the statistics
 training utterances of each fold (no test or validation data leaks in), so feature sets with
 very different scales (log-mel filterbanks vs network outputs) are probed on equal terms; the
 normalisation is an affine map in front of the first Linear, stored in the model's buffers.
-``--no-standardize`` feeds the raw features, as the official recipe does. (That recipe also
+``--no-standardize`` feeds the raw features, as the official recipe does.
+``--normalize-per-group`` first z-scores every dimension with the mean / std of all frames of
+the utterance's own group (speaker or session; the usual speaker normalisation of SER probes,
+label-free, and it uses the test speaker's own statistics). (That recipe also
 uses batch size 128 and keeps the best validation WA over all epochs; here the batch size is a
 flag and the selection is on UA, the headline metric, with patience.)
 
@@ -27,6 +30,11 @@ Speed on CPU: features are loaded once (a stacked file stays memory-mapped); bat
 per batch only to their longest member, training batches group similar lengths (within random
 pools of 16 batches), and evaluation batches run in length order. On a small or busy machine
 ``--threads 1`` is usually fastest.
+
+``--probe linear`` is the fast linear probe of :mod:`.linear_probe` (time-mean pooled
+utterance vectors, per-group z-scoring of those vectors with ``--normalize-per-group``,
+StandardScaler + LogisticRegression; leave-one-group-out, or stratified ``--folds``-fold without
+``--groups``): the probe run during pretraining (``task.probe_data``), offline.
 
 Determinism: each fold derives its seed from ``(seed, fold index)``; model initialisation uses
 ``torch.manual_seed`` inside ``torch.random.fork_rng`` (the caller's torch RNG is untouched),
@@ -282,6 +290,19 @@ def train_probe(feats: FeatureSet, y: np.ndarray, train: np.ndarray, valid: np.n
                    "valid_UA": best["UA"] if best_state is not None else None}
 
 
+def normalize_per_group(feats: FeatureSet, groups: Sequence[str]) -> FeatureSet:
+    """Frames z-scored per dimension with the statistics of all frames of their group -> a new
+    in-memory :class:`FeatureSet` (float32). A dimension constant within a group is only centred."""
+    groups = np.asarray([str(g) for g in groups])
+    out: List[Optional[np.ndarray]] = [None] * len(feats)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        mean, std = input_stats(feats, idx)
+        for i in idx:
+            out[i] = ((np.asarray(feats[i], dtype=np.float64) - mean) / std).astype(np.float32)
+    return FeatureSet.from_arrays(out, source=f"{feats.source} (per-group normalised)", names=feats.names)
+
+
 def _fold_seed(seed: int, fold: int) -> int:
     # independent streams per (seed, fold): seed 0 fold 1 must not equal seed 1 fold 0
     return int(np.random.SeedSequence([seed, fold]).generate_state(1)[0])
@@ -469,7 +490,16 @@ def get_parser() -> argparse.ArgumentParser:
                                     "directory with index.tsv (e2v-extract output)")
     p.add_argument("labels", help="one label per line (e.g. neu/hap/ang/sad) in manifest order; "
                                   "'utt_id<TAB>label' lines (official train.emo) are accepted too")
-    p.add_argument("--groups", required=True, help="one fold key per line (session or speaker), manifest order")
+    p.add_argument("--groups", default=None,
+                   help="one fold key per line (session or speaker), manifest order; each group is one test fold "
+                        "(required by the mlp probe; without it the linear probe runs stratified k-fold)")
+    p.add_argument("--probe", choices=["mlp", "linear"], default="mlp",
+                   help="mlp: the paper's probe (default); linear: time-mean pooling + logistic regression, the "
+                        "probe run during pretraining (task.probe_data), equal numbers on the same checkpoint")
+    p.add_argument("--normalize-per-group", action="store_true",
+                   help="z-score features per group (speaker normalisation) before the probe: frames with their "
+                        "group's frame statistics (mlp), utterance vectors with their group's (linear)")
+    p.add_argument("--folds", type=int, default=5, help="linear probe without --groups: stratified k-fold k")
     p.add_argument("--out", default=None, help="write the results JSON here")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--patience", type=int, default=d.patience,
@@ -500,24 +530,36 @@ def main(args: argparse.Namespace) -> dict:
     if getattr(args, "threads", 0) > 0:
         torch.set_num_threads(args.threads)
     labels = read_column_file(args.labels, "labels")
-    groups = read_column_file(args.groups, "groups")
-    if len(labels) != len(groups):
+    if args.groups is None:
+        if getattr(args, "probe", "mlp") == "mlp" or args.normalize_per_group:
+            raise ProbeInputError("--groups is required by the mlp probe and by --normalize-per-group (one session "
+                                  "or speaker per line); the linear probe runs k-fold without it")
+        groups = None
+    else:
+        groups = read_column_file(args.groups, "groups")
+    if groups is not None and len(labels) != len(groups):
         raise ProbeInputError(f"{args.labels} has {len(labels)} labels but {args.groups} has {len(groups)} groups; "
                               f"both must have one line per utterance of the same manifest")
     feats = load_features(args.features, expected_utterances=len(labels))
     for what, values, path in (("labels", labels, args.labels), ("groups", groups, args.groups)):
-        if len(values) != len(feats):
+        if values is not None and len(values) != len(feats):
             raise ProbeInputError(
                 f"{path} has {len(values)} {what} but {args.features} holds {len(feats)} utterances "
                 f"({feats.describe()}); expected one line per utterance, in the order of the manifest the features "
                 f"were extracted from: regenerate {what} from that manifest, or re-extract the features")
-    logger.info("features: %s; %d groups, labels %s", feats.describe(), len(set(groups)), sorted(set(labels)))
+    logger.info("features: %s; %s groups, labels %s", feats.describe(), len(set(groups)) if groups else "no",
+                sorted(set(labels)))
+    if getattr(args, "probe", "mlp") == "linear":
+        return _linear_main(args, feats, labels, groups)
+    if args.normalize_per_group:
+        feats = normalize_per_group(feats, groups)
     cfg = ProbeConfig(hidden=args.hidden, epochs=args.epochs, patience=args.patience, lr=args.lr,
                       batch_size=args.batch_size, optimizer=args.optimizer, valid_fraction=args.valid_fraction,
                       standardize=args.standardize, seed=args.seed, device=args.device)
     result = cross_validate(feats, labels, groups, cfg, progress=not args.quiet)
-    result["inputs"] = {"features": os.path.abspath(args.features), "labels": os.path.abspath(args.labels),
-                        "groups": os.path.abspath(args.groups)}
+    result["probe"] = "mlp"
+    result["normalize_per_group"] = bool(args.normalize_per_group)
+    result["inputs"] = _inputs(args)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w", encoding="utf-8") as f:
@@ -533,6 +575,42 @@ def main(args: argparse.Namespace) -> dict:
     return result
 
 
+def _inputs(args) -> Dict[str, Optional[str]]:
+    return {"features": os.path.abspath(args.features), "labels": os.path.abspath(args.labels),
+            "groups": os.path.abspath(args.groups) if args.groups else None}
+
+
+def _linear_main(args, feats: FeatureSet, labels: List[str], groups: Optional[List[str]]) -> dict:
+    """``--probe linear``: the in-training probe's numbers, offline."""
+    from .linear_probe import LinearProbeError, linear_probe_cv
+
+    try:
+        result = linear_probe_cv(feats.utterance_means(), labels, groups, args.folds, args.seed,
+                                 args.normalize_per_group)
+    except LinearProbeError as e:
+        raise ProbeInputError(str(e)) from None
+    result.update(probe="linear", normalize_per_group=bool(args.normalize_per_group), num_utterances=len(feats),
+                  feature_dim=feats.dim, inputs=_inputs(args))
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        logger.info("wrote %s", args.out)
+    return result
+
+
+def format_linear_table(result: dict) -> str:
+    """Per-fold UA/WA and mean ± std of a linear-probe result (percent)."""
+    width = max(12, *(len(f["group"]) for f in result["folds"]))
+    lines = [f"{'fold':<{width}} {'n':>5} {'WA':>6} {'UA':>6}"]
+    for f in result["folds"]:
+        lines.append(f"{f['group']:<{width}} {f['n_test']:>5} {100 * f['WA']:6.2f} {100 * f['UA']:6.2f}")
+    s = result["summary"]
+    lines.append(f"{'mean ± std':<{width}} {result['num_utterances']:>5} "
+                 + "  ".join(f"{m} {100 * s[m]['mean']:.2f} ± {100 * s[m]['std']:.2f}" for m in ("WA", "UA")))
+    return "\n".join(lines)
+
+
 def cli_main(argv: Optional[List[str]] = None) -> None:
     # force: importing fairseq (through the package __init__) already ran basicConfig(level=DEBUG)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
@@ -542,7 +620,7 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
             result = main(args)
     except (ProbeInputError, FeatureFormatError) as e:
         raise SystemExit(f"e2v-probe: error: {e}") from None
-    print(format_table(result))
+    print(format_linear_table(result) if result.get("probe") == "linear" else format_table(result))
     sys.stdout.flush()
 
 

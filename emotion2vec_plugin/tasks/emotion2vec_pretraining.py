@@ -55,6 +55,46 @@ class Emotion2vecPretrainingConfig(FairseqDataclass):
     # where fairseq resumes from: a truncated checkpoint_last.pt there is repaired at start
     save_dir: str = II("checkpoint.save_dir")
     restore_file: str = II("checkpoint.restore_file")
+    # ---- emotion probe during pretraining (downstream/training_probe.py)
+    probe_data: Optional[str] = field(
+        default=None,
+        metadata={"help": "folder with labelled manifests from e2v-labels (SPLIT.tsv, SPLIT.emo, optional SPLIT.group): "
+                          "at validations a linear probe on mean-pooled features logs probe_ua / probe_wa (valid "
+                          "stats, so checkpoint.best_checkpoint_metric=probe_ua works); null: no probe"},
+    )
+    probe_split: str = field(default="probe", metadata={"help": "name of the labelled manifest in task.probe_data"})
+    probe_interval: int = field(
+        default=0,
+        metadata={"help": "probe at a validation once this many updates passed since the last probe; 0: at every "
+                          "validation (in between, the last numbers are repeated only when a probe metric is the "
+                          "best-checkpoint metric)"},
+    )
+    probe_network: str = field(
+        default="student",
+        metadata={"help": "student: the network e2v-export ships and downstream users probe (so the numbers equal "
+                          "e2v-probe --probe linear on the exported checkpoint); teacher: its EMA (data2vec's target "
+                          "network, smoother); both: log both (teacher keys end in _teacher)"},
+    )
+    probe_layers: str = field(
+        default="last,mean",
+        metadata={"help": "comma-separated: last (final block), mean (average of all blocks) or a block number "
+                          "(1-based or negative); the first is the headline probe_ua"},
+    )
+    probe_normalize: str = field(
+        default="both",
+        metadata={"help": "per-speaker (per-group) z-scoring of the utterance features before the probe: none, "
+                          "group (keys end in _gnorm) or both; the headline uses the first"},
+    )
+    probe_folds: int = field(default=5, metadata={"help": "k of the stratified k-fold when there is no .group file"})
+    probe_seed: int = field(default=0, metadata={"help": "seed of the k-fold split (fixed across runs)"})
+    probe_batch_seconds: float = field(default=160.0, metadata={"help": "max padded audio per probe batch (seconds)"})
+    probe_at_start: bool = field(
+        default=True,
+        metadata={"help": "on a fresh run, probe the initial weights (update 0) and log-mel filterbanks once, as "
+                          "reference points for e2v-curves"},
+    )
+    best_checkpoint_metric: str = II("checkpoint.best_checkpoint_metric")
+    tensorboard_logdir: Optional[str] = II("common.tensorboard_logdir")
 
 
 @register_task("emotion2vec_pretraining", dataclass=Emotion2vecPretrainingConfig)
@@ -165,6 +205,70 @@ class Emotion2vecPretrainingTask(FairseqTask):
     @property
     def target_dictionary(self):
         return None
+
+    # ------------------------------------------------------------------ emotion probe (task.probe_data)
+    @property
+    def probe(self):
+        """The :class:`TrainingProbe` (built on first use), or None without ``task.probe_data``."""
+        if not self.cfg.get("probe_data"):
+            return None
+        if getattr(self, "_probe", None) is None:
+            from ..downstream.training_probe import ProbeSettings, TrainingProbe
+
+            c = self.cfg
+            self._probe = TrainingProbe(ProbeSettings(
+                data=c.probe_data, split=c.probe_split, interval=c.probe_interval, network=c.probe_network,
+                layers=c.probe_layers, normalize=c.probe_normalize, folds=c.probe_folds, seed=c.probe_seed,
+                batch_seconds=c.probe_batch_seconds, at_start=c.probe_at_start, sample_rate=c.sample_rate,
+                normalize_audio=c.normalize), save_dir=c.get("save_dir"),
+                tensorboard_dir=c.get("tensorboard_logdir"))
+            self._probe_pending = None
+        return self._probe
+
+    @staticmethod
+    def _updates_done(model) -> int:
+        """The trainer's update count (its ``num_updates`` meter; the model lags one behind in training)."""
+        from fairseq.logging import metrics
+
+        meter = metrics.get_meter("default", "num_updates")
+        return int(meter.val) if meter is not None and meter.val is not None else int(getattr(model, "num_updates", 0))
+
+    def begin_epoch(self, epoch, model):
+        """On a fresh run (update 0), probe the initial weights and log-mel filterbanks once."""
+        super().begin_epoch(epoch, model)
+        if self.probe is not None and self.cfg.probe_at_start and self._updates_done(model) == 0 \
+                and not getattr(self, "_probe_reference_done", False):
+            self._probe_reference_done = True
+            self.probe.run_reference(model)
+
+    def begin_valid_epoch(self, epoch, model):
+        """Run the probe (every rank, see training_probe.py); its numbers join this validation's stats."""
+        super().begin_valid_epoch(epoch, model)
+        probe = self.probe
+        if probe is None:
+            return
+        updates = self._updates_done(model)
+        if probe.due(updates):
+            self._probe_pending = probe.run(model, updates)
+        elif str(self.cfg.get("best_checkpoint_metric", "")).startswith("probe_"):
+            self._probe_pending = {**probe.last_metrics, "probe_update": probe.last_update}
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        pending = getattr(self, "_probe_pending", None)
+        if pending:  # only between begin_valid_epoch and post_validate: the "valid" aggregator
+            from fairseq.logging import metrics
+
+            for key, value in pending.items():
+                metrics.log_scalar(key, value, weight=1, priority=900, round=4)
+
+    def post_validate(self, model, stats, agg):
+        """Make sure the probe numbers are in the stats even if no validation batch ran; close the window."""
+        pending = getattr(self, "_probe_pending", None)
+        if pending:
+            for key, value in pending.items():
+                stats.setdefault(key, round(value, 4))
+        self._probe_pending = None
 
     def max_positions(self) -> int:
         # lengths are capped by cropping, not by filtering (fairseq needs an int here)

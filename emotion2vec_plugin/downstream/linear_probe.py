@@ -1,0 +1,180 @@
+"""A fast linear probe on mean-pooled utterance features (plain numpy / torch / scikit-learn).
+
+Used during pretraining (``task.probe_data``, see :mod:`.training_probe`) and offline
+(``e2v-probe --probe linear``), so the two give the same numbers on the same checkpoint:
+
+    frames [T_i, D] -> time mean over the valid frames -> x_i [D]
+    (optional) per-group z-scoring: every dimension standardised with the mean / std of the
+        utterances of the same group (speaker or session; the usual speaker normalisation of SER
+        probes; it uses no labels, and the test group's own statistics)
+    per fold: StandardScaler fitted on the training utterances -> multinomial LogisticRegression
+        (lbfgs, L2, C = 1) -> WA (accuracy), UA (balanced accuracy) on the held-out utterances
+
+Folds: leave-one-group-out when a group file gives >= 2 groups, else stratified k-fold with a
+fixed seed. Scores are the mean (and population std) over folds, like ``e2v-probe``'s MLP
+protocol. lbfgs is deterministic: the same features give the same numbers on every rank/run.
+"""
+
+import logging
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+NORMALIZE_MODES = ("none", "group", "both")
+
+
+class LinearProbeError(ValueError):
+    """Labels, groups or settings that cannot be probed; says what was expected and got."""
+
+
+# ---------------------------------------------------------------------------------------- layers
+def parse_layer_specs(spec: str, num_layers: int) -> List[Tuple[str, List[int]]]:
+    """``"last,mean,3,-2"`` -> [(name, 0-based block indices averaged)].
+
+    ``last``: the final block (what ``e2v-extract`` writes by default); ``mean``: the average of
+    every block's output; an integer: that block, 1-based or negative from the end.
+    """
+    out = []
+    for item in [s.strip() for s in str(spec).split(",") if s.strip()]:
+        if item == "last":
+            out.append(("last", [num_layers - 1]))
+        elif item == "mean":
+            out.append(("mean", list(range(num_layers))))
+        else:
+            try:
+                k = int(item)
+            except ValueError:
+                k = 0
+            i = k - 1 if k > 0 else num_layers + k
+            if k == 0 or not 0 <= i < num_layers:
+                raise LinearProbeError(f"probe layer {item!r}: expected 'last', 'mean' or a block 1..{num_layers} "
+                                       f"(or -1..-{num_layers})")
+            out.append((f"l{i + 1}", [i]))
+    if not out:
+        raise LinearProbeError(f"probe layers {spec!r}: expected a comma-separated list such as 'last,mean'")
+    return out
+
+
+def combine_layers(pooled: np.ndarray, specs: Sequence[Tuple[str, List[int]]]) -> Dict[str, np.ndarray]:
+    """Per-block utterance means [N, L, D] -> {spec name: [N, D]} (averages of the chosen blocks;
+    the time mean and the block average commute, so this equals pooling block-averaged frames)."""
+    return {name: pooled[:, idx].mean(axis=1) for name, idx in specs}
+
+
+# ------------------------------------------------------------------------------------ extraction
+def masked_time_mean(layer: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """[B, T, D] block output and valid frame counts [B] -> time means over the valid frames [B, D]."""
+    valid = torch.arange(layer.size(1), device=layer.device).unsqueeze(0) < frames.to(layer.device).unsqueeze(1)
+    summed = (layer.float() * valid.unsqueeze(-1)).sum(dim=1)
+    return summed / frames.to(summed.device).clamp_min(1).unsqueeze(1).to(summed.dtype)
+
+
+def plan_length_batches(lengths: Sequence[int], max_batch: int, max_samples: int) -> List[List[int]]:
+    """Indices grouped longest first: at most ``max_batch`` utterances and ``max_samples`` padded samples each."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, current = [], []
+    for i in order:
+        if current and (len(current) >= max_batch or (len(current) + 1) * lengths[current[0]] > max_samples):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+# -------------------------------------------------------------------------------------- the probe
+def per_group_standardize(x: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+    """z-score every dimension within each group: [N, D] -> [N, D] (float64). A dimension that is
+    constant within a group is only centred."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    groups = np.asarray(groups)
+    for g in np.unique(groups):
+        sel = groups == g
+        mean = x[sel].mean(axis=0)
+        std = x[sel].std(axis=0)
+        std[std < 1e-8] = 1.0
+        out[sel] = (x[sel] - mean) / std
+    return out
+
+
+def make_folds(y: np.ndarray, groups: Optional[Sequence[str]], k: int, seed: int) -> List[Tuple[str, np.ndarray]]:
+    """(fold name, test indices) pairs: one per group (>= 2 groups), else stratified k-fold."""
+    if groups is not None and len(set(groups)) >= 2:
+        g = np.asarray(groups)
+        return [(str(name), np.flatnonzero(g == name)) for name in sorted(set(g.tolist()))]
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = int(np.bincount(y).min())
+    n_splits = min(k, smallest)
+    if n_splits < 2:
+        raise LinearProbeError(f"k-fold probe: the smallest class has {smallest} utterance(s); need >= 2 per class "
+                               f"(or give a .group file for leave-one-group-out)")
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return [(f"fold{i}", test) for i, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y))]
+
+
+def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, C: float, max_iter: int) -> np.ndarray:
+    """StandardScaler (train statistics) + multinomial L2 LogisticRegression (lbfgs): predicted class ids."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x_train)
+    clf = LogisticRegression(C=C, max_iter=max_iter)
+    with warnings.catch_warnings():
+        # separable folds never "converge" for lbfgs' tolerance; the predictions are settled long before
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(scaler.transform(x_train), y_train)
+    return clf.predict(scaler.transform(x_test))
+
+
+def linear_probe_cv(x: np.ndarray, labels: Sequence[str], groups: Optional[Sequence[str]] = None,
+                    folds: int = 5, seed: int = 0, per_group: bool = False, C: float = 1.0,
+                    max_iter: int = 1000) -> dict:
+    """Cross-validated linear probe on utterance vectors.
+
+    Args:
+        x: [N, D] utterance features (time means).
+        labels: N class names (indexed in sorted order).
+        groups: N fold keys (speaker/session) or None; >= 2 groups: leave-one-group-out.
+        folds: k of the stratified k-fold used without groups; seed: its shuffle seed.
+        per_group: z-score the features per group first (needs groups).
+        C, max_iter: LogisticRegression settings.
+
+    Returns:
+        {"labels", "scheme" ("leave-one-group-out" | "k-fold"), "per_group", "folds": [{"group",
+        "n_test", "UA", "WA"}], "summary": {"UA": {"mean", "std"}, "WA": {...}}}.
+    """
+    from .probe import unweighted_accuracy
+
+    x = np.asarray(x, dtype=np.float64)
+    labels = [str(v) for v in labels]
+    if x.ndim != 2 or len(x) != len(labels) or (groups is not None and len(groups) != len(labels)):
+        raise LinearProbeError(f"features {x.shape}, {len(labels)} labels, "
+                               f"{'no' if groups is None else len(groups)} groups: expected [N, D] and N of each")
+    names = sorted(set(labels))
+    if len(names) < 2:
+        raise LinearProbeError(f"all {len(labels)} utterances have the label {names[0]!r}; a probe needs >= 2 classes")
+    y = np.array([names.index(v) for v in labels], dtype=np.int64)
+    if per_group:
+        if groups is None or len(set(groups)) < 2:
+            raise LinearProbeError("per-group normalisation needs a group (speaker/session) per utterance")
+        x = per_group_standardize(x, groups)
+    results = []
+    for name, test in make_folds(y, groups, folds, seed):
+        train = np.setdiff1d(np.arange(len(y)), test)
+        if len(np.unique(y[train])) < 2:
+            raise LinearProbeError(f"fold {name!r}: the other folds hold a single class; a probe needs >= 2")
+        pred = fit_predict(x[train], y[train], x[test], C, max_iter)
+        results.append({"group": name, "n_test": int(len(test)), "UA": unweighted_accuracy(y[test], pred),
+                        "WA": float(np.mean(pred == y[test]))})
+    summary = {m: {"mean": float(np.mean([f[m] for f in results])), "std": float(np.std([f[m] for f in results]))}
+               for m in ("UA", "WA")}
+    scheme = "leave-one-group-out" if groups is not None and len(set(groups)) >= 2 else "k-fold"
+    return {"labels": names, "scheme": scheme, "per_group": per_group, "folds": results, "summary": summary}
