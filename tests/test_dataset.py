@@ -114,7 +114,7 @@ def test_collapse_guard_stops_with_a_clear_error():
     model(torch.randn(2, 8000), id=torch.tensor([0, 1]))  # not armed yet: no error
 
 
-def test_several_corpora_with_sampling_weights(tmp_path):
+def several_corpora_task(tmp_path, weights):
     from omegaconf import OmegaConf
 
     from emotion2vec_plugin.tasks.emotion2vec_pretraining import Emotion2vecPretrainingTask
@@ -122,25 +122,78 @@ def test_several_corpora_with_sampling_weights(tmp_path):
 
     a = write_corpus(tmp_path / "a", splits=(("train", 30), ("valid", 2)), seed=1)
     b = write_corpus(tmp_path / "b", splits=(("train", 10), ("valid", 2)), seed=2)
+    return Emotion2vecPretrainingTask(OmegaConf.create({
+        "data": f"{a}:{b}", "data_weights": weights, "train_subset": "train", "sample_rate": 16000,
+        "normalize": True, "max_sample_size": 32000, "min_sample_size": 0, "check_files": True,
+        "precompute_mask": False, "seed": 1, "conv_feature_layers": "[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2"}))
 
-    def task(weights):
-        return Emotion2vecPretrainingTask(OmegaConf.create({
-            "data": f"{a},{b}", "data_weights": weights, "train_subset": "train", "sample_rate": 16000,
-            "normalize": True, "max_sample_size": 32000, "min_sample_size": 0, "check_files": True,
-            "precompute_mask": False, "seed": 1, "conv_feature_layers": "[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2"}))
 
-    t = task(None)  # plain concatenation
+def test_several_corpora_with_sampling_weights(tmp_path):
+    t = several_corpora_task(tmp_path, None)  # plain concatenation
     t.load_dataset("train")
-    assert len(t.datasets["train"]) == 40
-    t = task("1,3")  # corpus b gets 3/4 of each epoch although it holds 1/4 of the utterances
+    ds = t.datasets["train"]
+    assert len(ds) == 40
+    # ids are global: corpus b's utterance 0 is id 30, so the two corpora never share a crop/mask seed
+    assert [ds[i]["id"] for i in (0, 29, 30, 39)] == [0, 29, 30, 39]
+    t = several_corpora_task(tmp_path, "1:3")  # corpus b gets 3/4 of each epoch although it holds 1/4
     t.load_dataset("train")
     ds = t.datasets["train"]
     ds.set_epoch(1)
-    from_b = [int(i) >= 30 for i in ds._cur_indices.array]
-    assert len(from_b) == 40 and 0.6 < np.mean(from_b) < 0.9
-    t.load_dataset("valid")  # validation is never resampled
-    assert len(t.datasets["valid"]) == 4
+    counts = ds.corpus_counts()
+    assert sum(counts) == 40 and 0.6 < counts[1] / 40 < 0.9
+    assert counts == [sum(int(d) < 30 for d in ds.draws), sum(int(d) >= 30 for d in ds.draws)]
+    first = ds.draws.copy()
+    ds.set_epoch(2)  # new draws every epoch, the same ones whenever epoch 2 comes round again
+    assert not np.array_equal(first, ds.draws)
+    ds.set_epoch(1)
+    assert np.array_equal(first, ds.draws)
+    assert not ds.can_reuse_epoch_itr_across_epochs
+    # fairseq's batcher is a method of the dataset (ResamplingDataset shadowed it with a bool)
+    batches = ds.batch_by_size(ds.ordered_indices(), max_tokens=64000)
+    assert sum(len(b) for b in batches) == 40
+    assert ds[0]["id"] == int(ds.draws[0])
+    t.load_dataset("valid")  # validation is never resampled, and its crops stay fixed
+    valid = t.datasets["valid"]
+    assert len(valid) == 4 and [valid[i]["id"] for i in range(4)] == [0, 1, 2, 3]
     batch = ds.collater([ds[i] for i in range(3)])
     assert batch["net_input"]["source"].shape[0] == 3
     with pytest.raises(ValueError, match="need 2 non-negative weights"):
-        task("1,2,3").load_dataset("train")
+        several_corpora_task(tmp_path, "1:2:3").load_dataset("train")
+
+
+def test_data_folders_are_separated_by_colon_with_a_hint_for_commas(tmp_path):
+    from emotion2vec_plugin.tasks.emotion2vec_pretraining import split_data_paths
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert split_data_paths(f"{tmp_path}/a:{tmp_path}/b") == [f"{tmp_path}/a", f"{tmp_path}/b"]
+    with pytest.raises(ManifestError, match=r"b' is not a directory \(separate several folders with ':', not ','\)"):
+        split_data_paths(f"{tmp_path}/a,{tmp_path}/b")
+
+
+def test_evaluation_crops_and_masks_do_not_change_with_the_epoch(corpus):
+    mask_cfg = {"mask_prob": 0.5, "mask_length": 5, "mask_prob_adjust": 0.05, "clone_batch": 2}
+    manifest = read_manifest(str(corpus / "valid.tsv"))
+    train = Emotion2vecAudioDataset(manifest, mask=mask_cfg, conv_layers=TINY_CONV)
+    valid = Emotion2vecAudioDataset(manifest, mask=mask_cfg, conv_layers=TINY_CONV, vary_with_epoch=False)
+    batches = {}
+    for name, ds in (("train", train), ("valid", valid)):
+        for epoch in (1, 2):
+            ds.set_epoch(epoch)
+            batches[name, epoch] = ds.collater([ds[i] for i in range(4)])["net_input"]
+    for key in ("source", "precomputed_mask"):
+        assert not torch.equal(batches["train", 1][key], batches["train", 2][key])
+        assert torch.equal(batches["valid", 1][key], batches["valid", 2][key])
+    assert train.can_reuse_epoch_itr_across_epochs is False and valid.can_reuse_epoch_itr_across_epochs is True
+
+
+def test_batch_of_only_bad_files_becomes_a_flagged_placeholder(tmp_path):
+    root = tmp_path / "wav"
+    root.mkdir()
+    (root / "gone.wav").write_bytes(b"")
+    (tmp_path / "m.tsv").write_text(f"{root}\ngone.wav\t16000\nalso_gone.wav\t16000\n")
+    ds = Emotion2vecAudioDataset(read_manifest(str(tmp_path / "m.tsv")), min_sample_size=4000, conv_layers=TINY_CONV)
+    batch = ds.collater([ds[0], ds[1]])
+    # a real batch for fairseq (valid dummy batch, a forward on every DDP rank), flagged and counted
+    assert batch["all_bad"] is True and batch["bad_files"] == 2
+    assert batch["net_input"]["source"].shape == (1, 16000) and not batch["net_input"]["source"].any()

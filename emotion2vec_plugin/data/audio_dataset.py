@@ -5,10 +5,21 @@ samples, a clip too short for the CNN) does not stop the run: the utterance is l
 batch, a warning names ``manifest:line`` and the reason, and the batch carries the count as
 ``bad_files``, which the criterion logs.
 
+A batch whose files are all bad is not dropped (fairseq would use it as its "dummy batch" and
+die, and under DDP every rank must run a forward): it becomes a placeholder of silence flagged
+``all_bad``, which the task runs with a zero loss and counts in ``bad_files``; an update made
+only of such batches is skipped.
+
 Batches are cropped to the shortest utterance in the batch (capped at ``max_sample_size``) as in
 data2vec 2.0's pretraining, so the model sees no padding. All randomness (crop offsets,
 dataset-side masks) is drawn from generators seeded by (seed, epoch, utterance ids): a batch is
-the same whether the run was interrupted or not, and whichever worker builds it.
+the same whether the run was interrupted or not, and whichever loader worker builds it. Loader
+workers hold their own copy of the dataset, made when fairseq builds the epoch's iterator, so
+the training dataset tells fairseq not to reuse the iterator across epochs
+(``can_reuse_epoch_itr_across_epochs``): every epoch gets fresh workers that see its epoch.
+Evaluation datasets (``vary_with_epoch=False``) crop and mask the same way at every validation.
+Utterance ids are global across corpora (``id_offset``), so utterances of different corpora
+never share a seed.
 """
 
 import logging
@@ -40,19 +51,27 @@ class Emotion2vecAudioDataset(FairseqDataset):
             ``precomputed_mask`` [B * clone_batch, T] in each batch (needs ``conv_layers``).
         conv_layers: the model's CNN spec: frames per crop for dataset-side masks; clips giving
             fewer than 2 frames are left out.
+        id_offset: added to the utterance index to give its global id (the utterances of the
+            corpora before this one in ``task.data``).
+        vary_with_epoch: draw new crops and masks every epoch (training); False: the same every
+            time (validation, so that losses of different checkpoints compare).
     """
 
     def __init__(self, manifest: Manifest, sample_rate: int = 16000, max_sample_size: Optional[int] = None,
                  min_sample_size: int = 0, normalize: bool = True, seed: int = 1, mask: Optional[dict] = None,
-                 conv_layers: Optional[List[Tuple[int, int, int]]] = None):
+                 conv_layers: Optional[List[Tuple[int, int, int]]] = None, id_offset: int = 0,
+                 vary_with_epoch: bool = True):
         super().__init__()
         self.manifest = manifest
         self.sample_rate = sample_rate
         self.max_sample_size = max_sample_size or int(1e12)
+        self.min_sample_size = min_sample_size
         self.normalize = normalize
         self.seed = seed
         self.mask = mask
         self.epoch = 1
+        self.id_offset = int(id_offset)
+        self.vary_with_epoch = vary_with_epoch
         if mask is not None and conv_layers is None:
             raise ValueError("dataset-side masks need conv_layers to know the number of frames per crop")
         self.conv_layers = conv_layers
@@ -98,26 +117,42 @@ class Emotion2vecAudioDataset(FairseqDataset):
             if index not in self._warned:  # once per file (and per loader worker)
                 self._warned.add(index)
                 logger.warning("skipping %s: %s", self.where(index), reason)
-            return {"id": index, "source": None}
+            return {"id": self.id_offset + index, "source": None}
         source = torch.from_numpy(wav)
         if self.normalize:
             source = F.layer_norm(source, source.shape)
-        return {"id": index, "source": source}
+        return {"id": self.id_offset + index, "source": source}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def can_reuse_epoch_itr_across_epochs(self) -> bool:
+        # a reused iterator keeps its loader workers, whose dataset copies never see set_epoch
+        return not self.vary_with_epoch
+
     def _generator(self, ids: Sequence[int], salt: int) -> torch.Generator:
-        key = (self.seed, self.epoch, salt) + tuple(int(i) for i in ids)
+        key = (self.seed, self.epoch if self.vary_with_epoch else 0, salt) + tuple(int(i) for i in ids)
         return torch.Generator().manual_seed(hash(key) & ((1 << 63) - 1))
+
+    def placeholder_batch(self, bad: int) -> Dict[str, object]:
+        """A batch standing for one whose ``bad`` files were all left out: one utterance of
+        silence, long enough for the CNN, flagged ``all_bad`` (the task zeroes its loss)."""
+        size = max(self.min_sample_size, 16000)
+        if self.conv_layers is not None:
+            while frames_for_samples(self.conv_layers, size) < 2:
+                size *= 2
+        batch = self.collater([{"id": -1, "source": torch.zeros(size)}])
+        batch["bad_files"] = bad
+        batch["all_bad"] = True
+        return batch
 
     def collater(self, samples: List[Dict[str, object]]) -> Dict[str, object]:
         bad = sum(s.get("source") is None for s in samples)
         samples = [s for s in samples if s.get("source") is not None]
         if not samples:
-            # fairseq turns an empty batch into a dummy batch with ignored gradients; the
-            # warnings above already named every file
-            return {}
+            # the warnings above already named every file
+            return self.placeholder_batch(bad) if bad else {}
         ids = [int(s["id"]) for s in samples]
         size = min(min(len(s["source"]) for s in samples), self.max_sample_size)
         gen = self._generator(ids, salt=0)

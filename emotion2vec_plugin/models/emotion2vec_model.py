@@ -177,14 +177,16 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
             raise ValueError("emotion2vec pretraining expects equal-length crops; set task.pad=false")
         feats, _ = self.local_features(source)  # [B, T, D]
         mask_info = self.make_masks(feats.size(0), feats.size(1), precomputed_mask, id, feats.device)
-        encoder_out, frame_pred = self.student_forward(feats, mask_info)
+        encoder_out, frame_pred = self.student_forward(feats, mask_info, id)
         y = self.teacher_targets(feats)  # [B, T, D] fp32
         return self.pair_outputs(encoder_out, frame_pred, y, mask_info)
 
     def make_masks(self, B: int, T: int, precomputed: Optional[torch.Tensor], ids: Optional[torch.Tensor],
                    device: torch.device) -> MaskInfo:
         """Masks for the B * clone_batch rows; a pure function of (seed, update, utterance ids) so
-        that resumed runs and every rank draw reproducible, distinct masks."""
+        that resumed runs and every rank draw reproducible, distinct masks. In eval mode the
+        update is left out: every validation masks an utterance the same way, so the losses of
+        different checkpoints compare."""
         rows = B * self.cfg.clone_batch
         if precomputed is not None:
             if tuple(precomputed.shape) != (rows, T):
@@ -193,15 +195,22 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
                     f"(batch {B} x clone_batch {self.cfg.clone_batch}, frames); task and model mask settings differ"
                 )
             return MaskInfo.from_mask(precomputed.cpu().bool()).to(device)
-        gen = torch.Generator().manual_seed(mask_seed(self.cfg.seed, self.num_updates, ids))
+        gen = torch.Generator().manual_seed(mask_seed(self.cfg.seed, self.num_updates if self.training else -1, ids))
         mask = compute_span_mask(rows, T, self.cfg.mask_prob, self.cfg.mask_length, self.cfg.mask_prob_adjust, gen)
         return MaskInfo.from_mask(mask).to(device)  # built on CPU: its counts need no GPU sync
 
-    def student_forward(self, feats: torch.Tensor, mask_info: MaskInfo):
-        """[B, T, D] -> encoder output [B', N_u + T_keep, D] and decoder output [B', T, D], B' = B * clone."""
+    def student_forward(self, feats: torch.Tensor, mask_info: MaskInfo, ids: Optional[torch.Tensor] = None):
+        """[B, T, D] -> encoder output [B', N_u + T_keep, D] and decoder output [B', T, D], B' = B * clone.
+
+        In training the decoder's noise tokens come from torch's RNG (fairseq reseeds it every
+        update); in eval mode from a generator seeded by the utterance ids, so validation does
+        not depend on what drew random numbers before it."""
         x = feats.repeat_interleave(self.cfg.clone_batch, dim=0)
         encoder_out = self.contextualize(x, None, mask_info)
-        return encoder_out, self.decode(encoder_out, mask_info)
+        noise_gen = None
+        if not self.training:
+            noise_gen = torch.Generator(device=feats.device).manual_seed(mask_seed(self.cfg.seed, -2, ids))
+        return encoder_out, self.decode(encoder_out, mask_info, noise_gen)
 
     @torch.no_grad()
     def teacher_targets(self, feats: torch.Tensor) -> torch.Tensor:

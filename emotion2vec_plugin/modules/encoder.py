@@ -197,13 +197,14 @@ class Emotion2vecEncoder(nn.Module):
                 layer_results.append((x, t))
         return x
 
-    def decode(self, x: torch.Tensor, mask_info: MaskInfo) -> torch.Tensor:
-        """Encoder output [B, N_u + T_keep, D] -> frame predictions [B, T, D] (all frames)."""
+    def decode(self, x: torch.Tensor, mask_info: MaskInfo, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Encoder output [B, N_u + T_keep, D] -> frame predictions [B, T, D] (all frames);
+        the noise tokens at masked frames are drawn from ``generator`` (default: torch's RNG)."""
         cfg = self.encoder_cfg
         x = F.dropout(x, cfg.decoder_input_dropout, training=self.training)
         kept = x[:, self.num_utterance_tokens:]
         B, T = mask_info.mask.shape
-        noise = kept.new_empty(B, T, kept.size(-1)).normal_(0, cfg.mask_noise_std)
+        noise = kept.new_empty(B, T, kept.size(-1)).normal_(0, cfg.mask_noise_std, generator=generator)
         return self.audio.decoder(mask_info.restore(kept, noise))
 
     def extract_features(

@@ -4,19 +4,18 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import List, Optional
-
-import numpy as np
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
-from fairseq.data import ConcatDataset, ResamplingDataset
+from fairseq.data import ConcatDataset
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
 from ..checkpoint.repair import repair_last_checkpoint
 from ..data.audio_dataset import Emotion2vecAudioDataset
+from ..data.corpus_mix import WeightedCorpusMix
 from ..data.manifest import ManifestError, first_missing_files, read_manifest
 from ..modules.config import parse_conv_layers
 
@@ -28,13 +27,14 @@ class Emotion2vecPretrainingConfig(FairseqDataclass):
     data: str = field(
         default=MISSING,
         metadata={"help": "folder holding <subset>.tsv manifests (e2v-manifest output); several folders "
-                          "separated by commas pretrain on several corpora at once"},
+                          "separated by ':' (as fairseq separates data paths), e.g. /data/iemocap:/data/meld, "
+                          "pretrain on several corpora at once"},
     )
     data_weights: Optional[str] = field(
         default=None,
-        metadata={"help": "comma-separated sampling weights, one per task.data folder, for the training subset: "
-                          "each epoch draws that share of utterances from each corpus (with replacement); "
-                          "default: plain concatenation (weights proportional to corpus sizes)"},
+        metadata={"help": "sampling weights separated by ':', one per task.data folder, e.g. 1:3, for the "
+                          "training subset: each epoch draws that share of utterances from each corpus (with "
+                          "replacement); default: plain concatenation (weights proportional to corpus sizes)"},
     )
     sample_rate: int = field(default=16000, metadata={"help": "audio sample rate in Hz; other rates are an error"})
     normalize: bool = field(default=True, metadata={"help": "zero mean / unit variance per utterance (released model: true)"})
@@ -111,37 +111,42 @@ class Emotion2vecPretrainingTask(FairseqTask):
         return cls(cfg)
 
     def load_dataset(self, split: str, epoch: int = 1, **kwargs) -> None:
-        folders = [d for d in str(self.cfg.data).split(",") if d]
-        datasets = [self.load_manifest(os.path.join(d, f"{split}.tsv")) for d in folders]
+        folders = split_data_paths(str(self.cfg.data))
+        training = split == self.cfg.get("train_subset", "train")
+        manifests = [os.path.join(d, f"{split}.tsv") for d in folders]
+        if not training and len(folders) > 1:
+            # a corpus without this evaluation subset is simply not evaluated on
+            absent = [m for m in manifests if not os.path.isfile(m)]
+            for m in absent:
+                logger.info("%s: no %s.tsv in %s, this corpus is left out of %s", split, split, os.path.dirname(m), split)
+            manifests = [m for m in manifests if m not in absent] or manifests
+        datasets, offset = [], 0
+        for m in manifests:
+            datasets.append(self.load_manifest(m, id_offset=offset, vary_with_epoch=training))
+            offset += len(datasets[-1].manifest)  # global utterance ids: corpora never share a seed
         if len(datasets) == 1:
             self.datasets[split] = datasets[0]
             return
-        weights = self.corpus_weights(len(folders))
+        weights = self.corpus_weights(len(folders)) if training else None
         concat = ConcatDataset(datasets)
-        if weights is None or split != self.cfg.get("train_subset", "train"):
-            self.datasets[split] = concat
-        else:
-            # per-utterance probabilities w_c / |c| give corpus c the share w_c of every epoch
-            item_w = np.concatenate([np.full(len(d), w / len(d)) for d, w in zip(datasets, weights)])
-            self.datasets[split] = ResamplingDataset(concat, weights=item_w / item_w.sum(), replace=True,
-                                                     size_ratio=1.0, batch_by_size=True, seed=self.cfg.seed,
-                                                     epoch=epoch)
-        logger.info("%s: %d corpora, %s utterances, sampling weights %s", split, len(folders),
+        self.datasets[split] = concat if weights is None else WeightedCorpusMix(concat, weights, self.cfg.seed, folders)
+        logger.info("%s: %d corpora, %s utterances, sampling weights %s", split, len(datasets),
                     [len(d) for d in datasets], weights)
 
     def corpus_weights(self, n: int) -> Optional[List[float]]:
         if not self.cfg.get("data_weights"):
             return None
+        text = str(self.cfg.data_weights)
         try:
-            weights = [float(w) for w in str(self.cfg.data_weights).split(",")]
+            weights = [float(w) for w in text.replace(",", ":").split(":")]
         except ValueError:
-            raise ValueError(f"task.data_weights={self.cfg.data_weights!r} is not a comma-separated list of numbers") from None
+            raise ValueError(f"task.data_weights={text!r} is not a ':'-separated list of numbers such as 1:3") from None
         if len(weights) != n or any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ValueError(f"task.data_weights={self.cfg.data_weights!r}: need {n} non-negative weights, one per "
+            raise ValueError(f"task.data_weights={text!r}: need {n} non-negative weights separated by ':', one per "
                              f"task.data folder, not all zero")
         return [w / sum(weights) for w in weights]
 
-    def load_manifest(self, path: str) -> Emotion2vecAudioDataset:
+    def load_manifest(self, path: str, id_offset: int = 0, vary_with_epoch: bool = True) -> Emotion2vecAudioDataset:
         cfg = self.cfg
         manifest = read_manifest(path)
         if cfg.check_files:
@@ -160,40 +165,66 @@ class Emotion2vecPretrainingTask(FairseqTask):
             }
         dataset = Emotion2vecAudioDataset(
             manifest, cfg.sample_rate, cfg.max_sample_size, cfg.min_sample_size, cfg.normalize, cfg.seed, mask,
-            conv_layers,
+            conv_layers, id_offset=id_offset, vary_with_epoch=vary_with_epoch,
         )
         logger.info("loaded %d utterances from %s", len(dataset), path)
         return dataset
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        """fairseq's train_step plus a guard: a non-finite loss is replaced by a zero loss on the
-        parameters (so DDP's gradient all-reduce still runs on every rank) and the update is
-        marked for skipping in :meth:`optimizer_step`."""
+        """fairseq's train_step plus two guards:
+
+        * a non-finite loss is replaced by a zero loss on the parameters (so DDP's gradient
+          all-reduce still runs on every rank) and the update is marked for skipping;
+        * a batch whose files were all bad (the dataset's ``all_bad`` placeholder) runs with a
+          zero loss and only its ``bad_files`` count is logged.
+
+        :meth:`optimizer_step` skips an update with a non-finite loss on any rank, or without a
+        single real utterance on all ranks together."""
         model.train()
         model.set_num_updates(update_num)
         loss, sample_size, logging_output = criterion(model, sample)
-        if not torch.isfinite(loss):
+        if sample.get("all_bad"):
+            loss, sample_size, logging_output = loss * 0.0, 0, placeholder_logging_output(logging_output, sample)
+        elif not torch.isfinite(loss):
             logger.warning("non-finite loss %s at update %d: this update will be skipped", loss.item(), update_num + 1)
             self._skip_update = True
             loss = sum(p.reshape(-1)[0] for p in model.parameters() if p.requires_grad) * 0.0
             # same keys as a normal step: fairseq all-reduces the summed stats as one dict per rank
             logging_output = {**{k: 0 for k in logging_output}, "nonfinite_loss": 1}
             sample_size = 0
+        elif not ignore_grad:
+            self._update_utterances = getattr(self, "_update_utterances", 0) + logging_output.get("nsentences", 1)
         if ignore_grad:
             loss = loss * 0
         optimizer.backward(loss)
         return loss, sample_size, logging_output
 
+    def valid_step(self, sample, model, criterion):
+        """Evaluation loss; the model draws masks and decoder noise from generators seeded by the
+        utterance ids in eval mode, so a checkpoint gets the same validation loss every time."""
+        model.eval()
+        with torch.no_grad():
+            loss, sample_size, logging_output = criterion(model, sample)
+        if sample.get("all_bad"):
+            return loss * 0.0, 0, placeholder_logging_output(logging_output, sample)
+        return loss, sample_size, logging_output
+
     def optimizer_step(self, optimizer, model, update_num):
-        """Step, unless any worker saw a non-finite loss in this update (agreed by all-reduce, so
-        every rank skips together). The student is left untouched, hence so is the teacher."""
-        skip = torch.tensor([1.0 if getattr(self, "_skip_update", False) else 0.0],
-                            device=next(model.parameters()).device)
+        """Step, unless a worker saw a non-finite loss in this update, or no worker had a single
+        real utterance (agreed by all-reduce, so every rank skips together). The student is left
+        untouched, hence so is the teacher."""
+        flags = torch.tensor([1.0 if getattr(self, "_skip_update", False) else 0.0,
+                              float(getattr(self, "_update_utterances", 0))],
+                             device=next(model.parameters()).device)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(skip)
+            dist.all_reduce(flags)
         self._skip_update = False
-        if skip.item() > 0:
-            logger.warning("skipping update %d: non-finite loss on %d worker(s)", update_num + 1, int(skip.item()))
+        self._update_utterances = 0
+        nonfinite, utterances = flags.tolist()
+        if nonfinite > 0 or utterances == 0:
+            reason = (f"non-finite loss on {int(nonfinite)} worker(s)" if nonfinite > 0
+                      else "every file of its batches was bad")
+            logger.warning("skipping update %d: %s", update_num + 1, reason)
             optimizer.zero_grad()
             return
         optimizer.step()
@@ -273,3 +304,21 @@ class Emotion2vecPretrainingTask(FairseqTask):
     def max_positions(self) -> int:
         # lengths are capped by cropping, not by filtering (fairseq needs an int here)
         return sys.maxsize
+
+
+def split_data_paths(data: str) -> List[str]:
+    """``task.data`` -> folders: separated by ':' as fairseq separates data paths (fairseq's own
+    start-up check lists each of them). A folder that does not exist is an error that says so."""
+    folders = [d for d in data.split(os.pathsep) if d]
+    for d in folders:
+        if not os.path.isdir(d):
+            hint = " (separate several folders with ':', not ',')" if "," in d else ""
+            raise ManifestError(f"task.data: {d!r} is not a directory{hint}")
+    if not folders:
+        raise ManifestError(f"task.data={data!r} names no folder")
+    return folders
+
+
+def placeholder_logging_output(logging_output: Dict[str, Any], sample: Dict[str, Any]) -> Dict[str, Any]:
+    """The criterion's keys, all zero but the count of bad files the placeholder stands for."""
+    return {**{k: 0 for k in logging_output}, "bad_files": sample.get("bad_files", 0)}
