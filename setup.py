@@ -32,6 +32,7 @@ setup(
             "e2v-validate-manifest = manifests.validate:cli_main",
             "e2v-labels = manifests.labels:cli_main",
             "e2v-probe = emotion2vec_plugin.downstream.probe:cli_main",
+            "e2v-curves = emotion2vec_plugin.downstream.curves:cli_main",
             "e2v-export = emotion2vec_plugin.downstream.export:cli_main",
             "e2v-extract = emotion2vec_plugin.downstream.extract:cli_main",
             "e2v-demo-corpus = emotion2vec_plugin.demo.corpus:cli_main",

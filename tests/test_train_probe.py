@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotion2vec_plugin.downstream import export, extract, probe
+from emotion2vec_plugin.downstream import curves, export, extract, probe
 from emotion2vec_plugin.downstream.linear_probe import (combine_layers, linear_probe_cv, make_folds, masked_time_mean,
                                                         parse_layer_specs, per_group_standardize)
 from tests.helpers import hydra_train, write_corpus
@@ -110,6 +110,28 @@ def test_offline_linear_probe_on_the_checkpoint_equals_the_training_probe(probe_
             assert [f["group"] for f in offline["folds"]] == [f["group"] for f in online["folds"]]
             assert [f["UA"] for f in offline["folds"]] == [f["UA"] for f in online["folds"]], (name, gnorm)
             assert [f["WA"] for f in offline["folds"]] == [f["WA"] for f in online["folds"]], (name, gnorm)
+
+
+@pytest.mark.slow
+def test_curves_from_the_log_and_from_the_checkpoints(probe_run, tmp_path):
+    _, probe_dir, run, _ = probe_run
+    records = probe_records(run)
+    from_log = curves.main(curves.get_parser().parse_args([str(run), "--out", str(tmp_path / "log.png")]))
+    assert sorted(from_log["train"]) == [1, 2, 3, 4] and sorted(from_log["valid"]) == [2, 4]
+    assert all(from_log["train"][u]["target_var"] > 0 for u in from_log["train"])
+    assert curves.probe_series(from_log["probe"])["last"] == {r["update"]: r["results"]["last"]["UA"]
+                                                              for r in records if r["features"] == "student"}
+    assert (tmp_path / "log.png").stat().st_size > 10000
+    # a run without the in-training probe: its saved checkpoints probed now give the same numbers
+    # (update 0 is the architecture with other random weights, so it is not compared)
+    from_ckpts = curves.main(curves.get_parser().parse_args([str(run), "--out", str(tmp_path / "ckpt.png"),
+                                                             "--probe-data", str(probe_dir)]))
+    now = curves.probe_series(from_ckpts["probe"])
+    assert sorted(now["last"]) == [0, 2, 4]
+    for r in records[2:]:
+        for key in ("last", "mean_gnorm"):
+            assert now[key][r["update"]] == r["results"][key]["UA"], (key, r["update"])
+    assert curves.reference_lines(from_ckpts["probe"])["fbank"] == records[1]["results"]["fbank"]["UA"]
 
 
 @pytest.mark.slow

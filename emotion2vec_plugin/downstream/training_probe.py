@@ -283,15 +283,20 @@ class TrainingProbe:
         filterbanks (``e2v-extract fbank``'s features) through the same probe, for the curves."""
         start = self.run(model, 0)
         self.last_update = None  # the first validation probes anyway
+        reference = self.run_fbank()
+        self._write_tensorboard({**{k: v for k, v in start.items() if k.startswith(("probe_ua", "probe_wa"))},
+                                 **{k: v for k, v in reference.items() if k.startswith(("probe_ua_", "probe_wa_"))}})
+
+    def run_fbank(self) -> Dict[str, float]:
+        """The log-mel reference: 80-dim Kaldi filterbanks (``e2v-extract fbank``), time-mean pooled,
+        same probe; keys ``probe_{ua,wa}_fbank[_gnorm]``. Call on every rank."""
 
         def fbank(wavs: List[np.ndarray]) -> Dict[str, np.ndarray]:
             from .extract import fbank_features
 
             return {"fbank": np.stack([f.mean(axis=0) for f in fbank_features(wavs, "frame")])}
 
-        reference = self._probe("fbank", 0, fbank, 400)  # one 25 ms window
-        self._write_tensorboard({**{k: v for k, v in start.items() if k.startswith(("probe_ua", "probe_wa"))},
-                                 **{k: v for k, v in reference.items() if k.startswith(("probe_ua_", "probe_wa_"))}})
+        return self._probe("fbank", 0, fbank, 400)  # one 25 ms window
 
     def _write_tensorboard(self, values: Dict[str, float]) -> None:
         """Update-0 points under TENSORBOARD_DIR/valid (next to fairseq's own valid/ events), rank 0."""
