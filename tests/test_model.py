@@ -167,7 +167,7 @@ def test_criterion_total_is_frame_plus_alpha_utterance():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"average_top_k_layers": 4}, r"average_top_k_layers=4 must be in \[1, 3\]"),
+        ({"average_top_k_layers": 3}, r"average_top_k_layers=3 must be in \[1, 2\]: .* never averages the prenet_depth=1 prenet"),
         ({"ema_decay": 1.5}, r"ema_decay=1.5 must be in \[0, 1\]"),
         ({"ema_end_decay": -0.1}, r"ema_end_decay=-0.1"),
         ({"utterance_mode": "frame"}, r"utterance_mode='frame'"),

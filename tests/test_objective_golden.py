@@ -180,7 +180,8 @@ def golden_outputs():
     frame_pred = torch.tensor([[1.0, 0, 0, 0], [1, 1, 0, 0], [2, 0, 0, 0]])  # squared errors 1, 2, 4: sum 7
     utt_target = torch.tensor([[1.0, 1, 1, 1], [0, 0, 0, 1]])
     utt_pred = torch.tensor([[2.0, 2, 2, 2], [0, 0, 0, 4]])  # squared errors 4, 9: sum 13
-    stats = {"target_var": torch.tensor(1.0), "pred_var": torch.tensor(0.5), "ema_decay": 0.999, "mask_frac": 0.5}
+    stats = {"target_var": torch.tensor(1.0), "pred_var": torch.tensor(0.5), "ema_decay": 0.999, "mask_frac": 0.5,
+             "utt_target_norm": 0.0}
     return {"frame_pred": frame_pred, "frame_target": frame_target, "utt_pred": utt_pred, "utt_target": utt_target,
             "sample_size": 3, "stats": stats}
 

@@ -15,7 +15,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 from ..modules.losses import REDUCTIONS, frame_loss_sum, utterance_loss
 
-STAT_KEYS = ("target_var", "pred_var", "ema_decay", "mask_frac")
+STAT_KEYS = ("target_var", "pred_var", "ema_decay", "mask_frac", "utt_target_norm")
 
 
 @dataclass

@@ -5,10 +5,11 @@ returns a dict with
 
 * ``frame_pred`` / ``frame_target``  [N_masked, D]: student decoder output and teacher target Y_T
   on the masked frames of all ``clone_batch`` copies;
-* ``utt_pred`` / ``utt_target``  [B * clone_batch, D]: Ū_S (per ``utterance_mode``) and Ȳ_T, the
-  time mean of Y_T repeated to the clones;
+* ``utt_pred`` / ``utt_target``  [B * clone_batch, D]: Ū_S (per ``utterance_mode``) and Ȳ_T (per
+  ``utterance_target``: by default the time mean of Y_T, zero up to rounding, DESIGN §8),
+  repeated to the clones;
 * ``sample_size``: N_masked; ``stats``: detached scalars to log (target_var, pred_var, ema_decay,
-  mask_frac).
+  mask_frac, utt_target_norm).
 
 The criterion turns these into ``L = L_frame + alpha * L_utt``.
 """
@@ -29,11 +30,12 @@ from ..modules.ema import EMATeacher, ema_decay_at, teacher_keys
 from ..modules.encoder import Emotion2vecEncoder
 from ..modules.losses import UTTERANCE_MODES, feature_std, utterance_prediction
 from ..modules.masking import MaskInfo, compute_span_mask
-from ..modules.targets import average_top_k
+from ..modules.targets import UTTERANCE_TARGETS, average_top_k, utterance_target
 
 logger = logging.getLogger(__name__)
 
 UTTERANCE_MODE_CHOICES = ChoiceEnum(list(UTTERANCE_MODES))
+UTTERANCE_TARGET_CHOICES = ChoiceEnum(list(UTTERANCE_TARGETS))
 
 
 @dataclass
@@ -51,7 +53,26 @@ class Emotion2vecConfig(FairseqDataclass, EncoderConfig):
     mask_length: int = field(default=5, metadata={"help": "span length in frames (20 ms each)"})
     mask_prob_adjust: float = field(default=0.05, metadata={"help": "relative boost of the span start probability to offset overlaps"})
     average_top_k_layers: int = field(
-        default=8, metadata={"help": "K: the teacher target averages the FFN outputs of the top K blocks (prenet + main)"}
+        default=8,
+        metadata={"help": "K: the teacher target averages the FFN outputs of the top K main blocks (at most "
+                          "model.depth: data2vec 2.0 never averages prenet blocks in)"},
+    )
+    utterance_target: UTTERANCE_TARGET_CHOICES = field(
+        default="instance_norm",
+        metadata={
+            "help": "utterance target Ȳ_T (DESIGN §8): instance_norm = time mean of the frame targets, as released "
+            "and in data2vec 2.0, which is zero up to rounding because each target layer is instance-normalised "
+            "over time (the utterance loss then only shrinks the tokens); layer_norm = time mean of the top-K FFN "
+            "outputs layer-normalised per frame over channels (row norm <= sqrt(D)); raw = time mean of the top-K "
+            "FFN average before any normalisation (unbounded scale)"
+        },
+    )
+    utterance_after_decoder_dropout: bool = field(
+        default=True,
+        metadata={
+            "help": "the utterance prediction reads the utterance tokens after the decoder's input dropout, as "
+            "data2vec 2.0 (its in-place dropout precedes cls_pred) and the released training; false: before it"
+        },
     )
     ema_decay: float = field(default=0.999, metadata={"help": "τ at update 0 (teacher EMA decay)"})
     ema_end_decay: float = field(default=0.99999, metadata={"help": "τ at and after ema_anneal_end_step"})
@@ -83,11 +104,14 @@ def validate_training_config(cfg: Emotion2vecConfig, num_layers: int) -> None:
             f"model.utterance_mode=chunk averages several tokens but num_utterance_tokens={cfg.num_utterance_tokens}; "
             f"use >= 2 (released: 10) or utterance_mode=token"
         )
-    if not 1 <= cfg.average_top_k_layers <= num_layers:
+    if not 1 <= cfg.average_top_k_layers <= cfg.depth:
         raise ValueError(
-            f"model.average_top_k_layers={cfg.average_top_k_layers} must be in [1, {num_layers}] "
-            f"(prenet_depth={cfg.prenet_depth} + depth={cfg.depth} blocks)"
+            f"model.average_top_k_layers={cfg.average_top_k_layers} must be in [1, {cfg.depth}]: the targets average "
+            f"the top main blocks (model.depth={cfg.depth}); data2vec 2.0 never averages the "
+            f"prenet_depth={cfg.prenet_depth} prenet blocks in"
         )
+    if str(cfg.utterance_target) not in UTTERANCE_TARGETS:
+        raise ValueError(f"model.utterance_target={cfg.utterance_target!r}; expected one of {UTTERANCE_TARGETS}")
     for name in ("ema_decay", "ema_end_decay"):
         v = getattr(cfg, name)
         if not 0.0 <= v <= 1.0:
@@ -178,8 +202,8 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
         feats, _ = self.local_features(source)  # [B, T, D]
         mask_info = self.make_masks(feats.size(0), feats.size(1), precomputed_mask, id, feats.device)
         encoder_out, frame_pred = self.student_forward(feats, mask_info, id)
-        y = self.teacher_targets(feats)  # [B, T, D] fp32
-        return self.pair_outputs(encoder_out, frame_pred, y, mask_info)
+        y, utt_y = self.teacher_targets(feats, with_utterance=True)  # [B, T, D], [B, D] fp32
+        return self.pair_outputs(encoder_out, frame_pred, y, mask_info, utt_y)
 
     def make_masks(self, B: int, T: int, precomputed: Optional[torch.Tensor], ids: Optional[torch.Tensor],
                    device: torch.device) -> MaskInfo:
@@ -207,30 +231,41 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
         not depend on what drew random numbers before it."""
         x = feats.repeat_interleave(self.cfg.clone_batch, dim=0)
         encoder_out = self.contextualize(x, None, mask_info)
+        decoder_in = self.decoder_input(encoder_out)
         noise_gen = None
         if not self.training:
             noise_gen = torch.Generator(device=feats.device).manual_seed(mask_seed(self.cfg.seed, -2, ids))
-        return encoder_out, self.decode(encoder_out, mask_info, noise_gen)
+        frame_pred = self.decode(decoder_in, mask_info, noise_gen)
+        return (decoder_in if self.cfg.utterance_after_decoder_dropout else encoder_out), frame_pred
 
     @torch.no_grad()
-    def teacher_targets(self, feats: torch.Tensor) -> torch.Tensor:
-        """Y_T [B, T, D] (fp32): teacher on the unmasked features, top-K FFN outputs averaged."""
+    def teacher_targets(self, feats: torch.Tensor, with_utterance: bool = False):
+        """Y_T [B, T, D] (fp32): teacher on the unmasked features, top-K FFN outputs averaged;
+        with ``with_utterance`` also Ȳ_T [B, D] per ``utterance_target`` (modules/targets.py)."""
         self.teacher.to(feats.device)
         results: List = []
         self.teacher.module.contextualize(feats.detach().float(), None, None, results)
         n = self.num_utterance_tokens
-        return average_top_k([t[:, n:] for _, t in results], self.cfg.average_top_k_layers)
+        ffn = [t[:, n:] for _, t in results]
+        y = average_top_k(ffn, self.cfg.average_top_k_layers)
+        if not with_utterance:
+            return y
+        return y, utterance_target(str(self.cfg.utterance_target), ffn, self.cfg.average_top_k_layers, y)
 
     def pair_outputs(self, encoder_out: torch.Tensor, frame_pred: torch.Tensor, y: torch.Tensor,
-                     mask_info: MaskInfo) -> Dict[str, Any]:
+                     mask_info: MaskInfo, utt_y: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+        """Pair predictions with targets (see the module docstring); ``utt_y`` [B, D] defaults to
+        the time mean of ``y``."""
         clones = self.cfg.clone_batch
         masked = mask_info.mask  # [B', T]
         y_rep = y.repeat_interleave(clones, dim=0)  # [B', T, D]
+        if utt_y is None:
+            utt_y = y.mean(dim=1)
         out = {
             "frame_pred": frame_pred[masked],
             "frame_target": y_rep[masked],
             "utt_pred": utterance_prediction(str(self.cfg.utterance_mode), encoder_out, self.num_utterance_tokens, frame_pred),
-            "utt_target": y.mean(dim=1).repeat_interleave(clones, dim=0),
+            "utt_target": utt_y.repeat_interleave(clones, dim=0),
             "sample_size": mask_info.num_masked,
         }
         stats = {
@@ -238,6 +273,8 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
             "pred_var": feature_std(out["frame_pred"].detach()),
             "ema_decay": self.ema_decay(),
             "mask_frac": mask_info.num_masked / masked.numel(),
+            # mean L2 norm of Ȳ_T rows: ~0 with the released instance_norm target (DESIGN §8)
+            "utt_target_norm": utt_y.detach().norm(dim=-1).mean(),
         }
         self.check_collapse(stats)
         out["stats"] = stats

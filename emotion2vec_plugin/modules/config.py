@@ -48,7 +48,11 @@ class EncoderConfig:
     prenet_dropout: float = field(default=0.1, metadata={"help": "dropout after the prenet input LayerNorm"})
     layerdrop: float = field(default=0.05, metadata={"help": "probability of skipping a main block in training"})
     prenet_layerdrop: float = field(default=0.05, metadata={"help": "probability of skipping a prenet block in training"})
-    norm_eps: float = field(default=1e-5, metadata={"help": "LayerNorm epsilon"})
+    norm_eps: float = field(
+        default=1e-5,
+        metadata={"help": "LayerNorm epsilon of the Transformer blocks and the prenet norm (data2vec 2.0's "
+                          "norm_eps); the CNN, projection, positional-conv and decoder norms use 1e-5 as there"},
+    )
     decoder_dim: int = field(default=384, metadata={"help": "conv decoder width (training only)"})
     decoder_kernel: int = field(default=7, metadata={"help": "conv decoder kernel"})
     decoder_layers: int = field(default=4, metadata={"help": "conv decoder layers"})

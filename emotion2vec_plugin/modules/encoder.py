@@ -28,6 +28,9 @@ from .masking import MaskInfo
 from .transformer import PostLNBlock, PrenetEncoder, alibi_bias, alibi_slopes, attention_mask, layer_is_dropped
 
 
+CONV_NORM_EPS = 1e-5  # data2vec 2.0 builds these LayerNorms with torch's default eps
+
+
 class PositionalConvEncoder(nn.Sequential):
     """``depth`` x [Conv1d(D, D, k, groups) -> LayerNorm(no affine) -> GELU] on [B, T, D].
 
@@ -81,15 +84,20 @@ class AudioFrontend(nn.Module):
     def __init__(self, cfg: EncoderConfig, with_local_encoder: bool = True, with_decoder: bool = True):
         super().__init__()
         D, eps = cfg.embed_dim, cfg.norm_eps
+        # norm_eps is data2vec 2.0's: the Transformer blocks and the prenet norm only; the CNN,
+        # projection, positional-conv and decoder LayerNorms keep torch's 1e-5 there
+        fixed = CONV_NORM_EPS
         layers = parse_conv_layers(cfg.conv_feature_layers)
         if with_local_encoder:
-            self.local_encoder = ConvFeatureExtractor(layers, eps)
+            self.local_encoder = ConvFeatureExtractor(layers, fixed)
             # index 0 is the released layout's TransposeLast (parameter-free)
-            self.project_features = nn.Sequential(nn.Identity(), nn.LayerNorm(layers[-1][0], eps=eps), nn.Linear(layers[-1][0], D))
+            self.project_features = nn.Sequential(nn.Identity(), nn.LayerNorm(layers[-1][0], eps=fixed),
+                                                  nn.Linear(layers[-1][0], D))
         else:
             self.local_encoder = None
             self.project_features = None
-        self.relative_positional_encoder = PositionalConvEncoder(D, cfg.conv_pos_width, cfg.conv_pos_groups, cfg.conv_pos_depth, eps)
+        self.relative_positional_encoder = PositionalConvEncoder(D, cfg.conv_pos_width, cfg.conv_pos_groups,
+                                                                 cfg.conv_pos_depth, fixed)
         self.context_encoder = PrenetEncoder(
             [make_block(cfg) for _ in range(cfg.prenet_depth)], D, cfg.prenet_dropout, cfg.prenet_layerdrop, eps
         )
@@ -104,7 +112,7 @@ class AudioFrontend(nn.Module):
         self.alibi_scale = nn.Parameter(torch.ones(1, 1, cfg.num_heads, 1, 1))
         self.register_buffer("alibi_slopes", torch.tensor(alibi_slopes(cfg.num_heads)), persistent=False)
         self.decoder = (
-            ConvDecoder(D, cfg.decoder_dim, cfg.decoder_kernel, cfg.decoder_layers, cfg.decoder_groups, eps)
+            ConvDecoder(D, cfg.decoder_dim, cfg.decoder_kernel, cfg.decoder_layers, cfg.decoder_groups, fixed)
             if with_decoder and cfg.decoder_layers > 0
             else None
         )
@@ -197,11 +205,17 @@ class Emotion2vecEncoder(nn.Module):
                 layer_results.append((x, t))
         return x
 
+    def decoder_input(self, encoder_out: torch.Tensor) -> torch.Tensor:
+        """The decoder's input dropout on the encoder output [B, N_u + T_keep, D] (data2vec 2.0
+        ``decoder_input``, which applies it in place, so its utterance prediction reads the
+        dropped-out tensor too)."""
+        return F.dropout(encoder_out, self.encoder_cfg.decoder_input_dropout, training=self.training)
+
     def decode(self, x: torch.Tensor, mask_info: MaskInfo, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Encoder output [B, N_u + T_keep, D] -> frame predictions [B, T, D] (all frames);
-        the noise tokens at masked frames are drawn from ``generator`` (default: torch's RNG)."""
+        """Decoder input (:meth:`decoder_input` of the encoder output) [B, N_u + T_keep, D] ->
+        frame predictions [B, T, D] (all frames); the noise tokens at masked frames are drawn from
+        ``generator`` (default: torch's RNG)."""
         cfg = self.encoder_cfg
-        x = F.dropout(x, cfg.decoder_input_dropout, training=self.training)
         kept = x[:, self.num_utterance_tokens:]
         B, T = mask_info.mask.shape
         noise = kept.new_empty(B, T, kept.size(-1)).normal_(0, cfg.mask_noise_std, generator=generator)
