@@ -1,1 +1,2 @@
 from . import emotion2vec_pretraining  # noqa: F401  (registers the task)
+from . import emotion2vec_classification  # noqa: F401  (registers the fine-tuning task)

@@ -149,6 +149,19 @@ class Emotion2vecClassificationTask(Emotion2vecPretrainingTask):
                                         batch_by_size=True, seed=cfg.seed, epoch=epoch)
         self.datasets[split] = dataset
 
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        """fairseq's iterator, with ``required_batch_size_multiple`` forced to 1: with a multiple
+        m > 1, fairseq 0.12's ``batch_by_size`` drops a last batch of fewer than m utterances
+        (measured: 70 equal-length utterances, max_tokens for 64, m=8 -> one batch of 64, 6
+        never seen), which would leave utterances out of every validation score."""
+        if not args and kwargs.get("required_batch_size_multiple", 1) != 1:
+            if not getattr(self, "_warned_multiple", False):
+                self._warned_multiple = True
+                logger.info("dataset.required_batch_size_multiple=%s -> 1: fairseq would drop the last batch "
+                            "if it is smaller than that", kwargs["required_batch_size_multiple"])
+            kwargs["required_batch_size_multiple"] = 1
+        return super().get_batch_iterator(dataset, *args, **kwargs)
+
     def class_weights_balanced(self) -> np.ndarray:
         """sklearn's "balanced" weights N / (C * n_c) from the training label counts [C]."""
         counts = np.asarray(self.label_counts, dtype=np.float64)

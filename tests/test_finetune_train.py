@@ -1,0 +1,137 @@
+"""Real fairseq-hydra-train fine-tuning runs (recipes/finetune/emotion2vec_finetune_tiny.yaml) on synthetic tones.
+
+One uninterrupted run (module fixture) serves several tests: it must learn the separable task,
+and it is the reference the SIGKILL-and-resume run must equal bit for bit.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.finetune_corpus import write_labelled_corpus
+from tests.helpers import PLUGIN_DIR, REPO, run_logged, venv_bin
+
+pytestmark = pytest.mark.slow
+
+FINETUNE = REPO / "recipes" / "finetune"
+CONFIG = "emotion2vec_finetune_tiny"
+# every update checkpointed so a kill lands between two of them; validation every epoch (4 updates)
+RUN_ARGS = ["optimization.max_update=24", "checkpoint.save_interval_updates=1", "checkpoint.keep_interval_updates=3"]
+
+
+def finetune_cmd(data: Path, *overrides: str, launcher=None):
+    head = launcher or [venv_bin("fairseq-hydra-train")]
+    return [*head, "--config-dir", FINETUNE, "--config-name", CONFIG, f"task.data={data}",
+            f"common.user_dir={PLUGIN_DIR}", *overrides]
+
+
+def finetune(workdir: Path, data: Path, *overrides: str) -> str:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return run_logged(finetune_cmd(data, *overrides), cwd=workdir)
+
+
+def valid_scores(log: str):
+    """(wa, ua, macro_f1) of every validation line of a fairseq log, in order."""
+    return [tuple(float(m.group(k)) for k in ("wa", "ua", "f1")) for m in re.finditer(
+        r"valid on 'valid' subset .*?\| wa (?P<wa>[\d.]+) \| ua (?P<ua>[\d.]+) \| macro_f1 (?P<f1>[\d.]+)", log)]
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory) -> Path:
+    return write_labelled_corpus(tmp_path_factory.mktemp("tones"), (("train", 8), ("valid", 6)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tones):
+    run = tmp_path_factory.mktemp("finetune_full")
+    log = finetune(run, tones, *RUN_ARGS)
+    return run, log
+
+
+def test_separable_tones_reach_high_ua_and_keep_the_best_checkpoint(trained):
+    run, log = trained
+    scores = valid_scores(log)
+    assert len(scores) == 24  # a validation at every checkpoint (every update here)
+    assert scores[0][1] < 95.0 and scores[-1][1] >= 95.0, scores  # UA on 18 held-out utterances, learned
+    for wa, _, _ in scores:  # every validation counts all 18 utterances: WA is a multiple of 1/18
+        assert abs(wa * 18 / 100 - round(wa * 18 / 100)) < 0.01, wa
+    best = max(s[1] for s in scores)
+    assert float(re.findall(r"best_ua ([\d.]+)", log)[-1]) == best
+    ckpt = torch.load(run / "checkpoints" / "checkpoint_best.pt", weights_only=False)
+    assert ckpt["task_state"]["labels"] == ["high", "low", "mid"]  # sorted training labels
+    assert (run / "checkpoints" / "labels.txt").read_text().split() == ["high", "low", "mid"]
+    assert ckpt["model"]["proj.weight"].shape == (3, 64)
+    assert not any(".decoder." in k or k.startswith("_ema") for k in ckpt["model"])
+
+
+def test_shuffled_labels_stay_near_chance(tmp_path):
+    data = write_labelled_corpus(tmp_path / "data", (("train", 8), ("valid", 10)), shuffle_labels=True, seed=3)
+    log = finetune(tmp_path / "run", data, "optimization.max_update=24", "checkpoint.no_save=true")
+    ua = [s[1] for s in valid_scores(log)]
+    assert len(ua) >= 4  # one validation per epoch
+    # 3 classes: chance is 33.3; 30 validation utterances give a binomial std of ~8.6 points
+    assert max(ua[-3:]) < 60.0, ua
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, tones, trained):
+    full_run, _ = trained
+    run = tmp_path / "killed"
+    run.mkdir()
+    proc = subprocess.Popen([str(c) for c in finetune_cmd(tones, *RUN_ARGS)], cwd=run,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+
+    def saved_updates():
+        return [int(m) for p in (run / "checkpoints").glob("checkpoint_*_*.pt")
+                for m in re.findall(r"checkpoint_\d+_(\d+)\.pt$", p.name)]
+
+    while time.time() < deadline and not [u for u in saved_updates() if u >= 6]:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert 6 <= max(saved_updates()) < 24
+
+    log = finetune(run, tones, *RUN_ARGS)  # the same command again resumes from checkpoint_last.pt
+    m = re.search(r"Loaded checkpoint .* \(epoch \d+ @ (\d+) updates\)", log)
+    assert m and 6 <= int(m.group(1)) < 24
+    full = torch.load(full_run / "checkpoints" / "checkpoint_last.pt", weights_only=False)
+    resumed = torch.load(run / "checkpoints" / "checkpoint_last.pt", weights_only=False)
+    assert resumed["optimizer_history"][-1]["num_updates"] == 24
+    for k, v in full["model"].items():
+        assert torch.equal(resumed["model"][k], v), k
+    # the composite optimizer's per-group Adam states too
+    flat = lambda s: {(g, i, k): torch.as_tensor(v) for g, st in s.items()  # noqa: E731
+                      for i, p in st["state"].items() for k, v in p.items()}
+    a, b = flat(full["last_optimizer_state"]), flat(resumed["last_optimizer_state"])
+    assert a.keys() == b.keys() and len(a) > 0
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_two_gloo_processes_stay_in_sync(tmp_path, tones):
+    sync = tmp_path / "sync"
+    run = tmp_path / "ddp"
+    run.mkdir()
+    launcher = [venv_bin("torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "emotion2vec_plugin.launch.cpu_ddp"]
+    log = run_logged(finetune_cmd(tones, "optimization.max_update=6", "distributed_training.distributed_world_size=2",
+                                  "checkpoint.no_save=true", launcher=launcher),
+                     cwd=run, E2V_SYNC_CHECK_DIR=str(sync))
+    assert "distributed init (rank 1)" in log and "done training" in log
+    for update in range(1, 7):
+        r0 = torch.load(sync / f"rank0_update{update}.pt")
+        r1 = torch.load(sync / f"rank1_update{update}.pt")
+        assert "proj.weight" in r0
+        for k in r0:  # identical weights on both ranks after every update (dropout and masks differ per rank)
+            assert torch.equal(r0[k], r1[k]), (update, k)
+    # the validation metrics come from counts summed over both ranks' shards: all 18 utterances
+    scores = valid_scores(log)
+    assert scores
+    for wa, _, _ in scores:
+        assert abs(wa * 18 / 100 - round(wa * 18 / 100)) < 0.01, wa

@@ -1,0 +1,269 @@
+"""Fine-tuning pieces in process: labelled data checks, batches, pooling, the classifier network,
+metrics from summed counts, class weights, layer-wise lr decay, freezing and initialisation."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+from emotion2vec_plugin.checkpoint.convert import CheckpointMismatchError
+from emotion2vec_plugin.criterions.emotion2vec_classification import (Emotion2vecClassificationCriterion,
+                                                                       Emotion2vecClassificationCriterionConfig)
+from emotion2vec_plugin.data.labelled_dataset import LabelledDataError, crop_and_pad
+from emotion2vec_plugin.models.emotion2vec_classifier import Emotion2vecClassifierConfig, Emotion2vecClassifierModel
+from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
+from emotion2vec_plugin.modules.classification_metrics import class_counts, scores_from_counts
+from emotion2vec_plugin.modules.pooling import masked_mean
+from emotion2vec_plugin.tasks.emotion2vec_classification import Emotion2vecClassificationTask
+from tests.finetune_corpus import write_labelled_corpus
+from tests.helpers import REPO, tiny_model_cfg
+
+TINY_CONV = "[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2"
+
+
+def task_cfg(data, **overrides):
+    cfg = {"data": str(data), "labels": None, "sample_rate": 16000, "normalize": True, "max_sample_size": 8000,
+           "min_sample_size": 0, "check_files": True, "class_balanced_sampling": False,
+           "conv_feature_layers": TINY_CONV, "seed": 1, "train_subset": "train", "save_dir": None, "restore_file": "x"}
+    return OmegaConf.create({**cfg, **overrides})
+
+
+def classifier_cfg(**overrides) -> Emotion2vecClassifierConfig:
+    """The tiny fine-tuning architecture of recipes/finetune/arch/tiny.yaml, dropouts off."""
+    import yaml
+
+    fields = yaml.safe_load((REPO / "recipes" / "finetune" / "arch" / "tiny.yaml").read_text())["model"]
+    fields.pop("_name")
+    fields.update(seed=1, encoder_dropout=0.0, attention_dropout=0.0, post_mlp_drop=0.0, prenet_dropout=0.0,
+                  head_dropout=0.0, mask_prob=0.0)
+    fields.update(overrides)
+    return Emotion2vecClassifierConfig(**fields)
+
+
+@pytest.fixture
+def labelled(tmp_path):
+    return write_labelled_corpus(tmp_path / "data", (("train", 2), ("valid", 1)))
+
+
+# ------------------------------------------------------------------ data and task
+
+
+def test_label_set_is_sorted_or_explicit_and_written(tmp_path, labelled):
+    task = Emotion2vecClassificationTask.setup_task(task_cfg(labelled, save_dir=str(tmp_path / "ckpt")))
+    assert task.labels == ["high", "low", "mid"] and task.label_counts == [2, 2, 2]
+    assert (tmp_path / "ckpt" / "labels.txt").read_text() == "high\nlow\nmid\n"
+    assert task.state_dict() == {"labels": ["high", "low", "mid"]}
+    explicit = Emotion2vecClassificationTask.setup_task(task_cfg(labelled, labels="mid,low,high"))
+    assert explicit.labels == ["mid", "low", "high"]
+    with pytest.raises(LabelledDataError, match=r"trained on classes \['a', 'b'\]"):
+        explicit.load_state_dict({"labels": ["a", "b"]})
+
+
+def test_label_errors_name_file_and_line(labelled):
+    lines = (labelled / "valid.emo").read_text().splitlines()
+    lines[1] = "surprised"
+    (labelled / "valid.emo").write_text("\n".join(lines) + "\n")
+    task = Emotion2vecClassificationTask.setup_task(task_cfg(labelled))
+    with pytest.raises(LabelledDataError, match=r"valid\.emo:2: label 'surprised' never occurs in the training"):
+        task.load_dataset("valid")
+    (labelled / "valid.emo").write_text("\n".join(lines[:-1]) + "\n")  # one label short
+    with pytest.raises(LabelledDataError, match=r"valid\.emo has 2 labels but .*valid\.tsv lists 3 .*valid\.tsv:4 has no label"):
+        task.load_dataset("valid")
+    with pytest.raises(LabelledDataError, match=r"class\(es\) \['angry'\] of task.labels have no training utterance"):
+        Emotion2vecClassificationTask.setup_task(task_cfg(labelled, labels="high,low,mid,angry"))
+    with pytest.raises(LabelledDataError, match=r"train\.emo:\d+: label '\w+' is not in task.labels"):
+        Emotion2vecClassificationTask.setup_task(task_cfg(labelled, labels="high,low"))
+    # a class whose every training utterance is filtered out is an empty class (lengths come from the manifest)
+    rows = (labelled / "train.tsv").read_text().splitlines()
+    labels = (labelled / "train.emo").read_text().split()
+    rows[1:] = [f"{r.split(chr(9))[0]}\t{500 if lab == 'high' else 5000}" for r, lab in zip(rows[1:], labels)]
+    (labelled / "train.tsv").write_text("\n".join(rows) + "\n")
+    task = Emotion2vecClassificationTask.setup_task(task_cfg(labelled, min_sample_size=1000))
+    with pytest.raises(LabelledDataError, match=r"train\.emo: class\(es\) \['high'\] have no training utterance"):
+        task.load_dataset("train")
+
+
+def test_training_batches_crop_and_evaluation_batches_pad_exactly(labelled):
+    task = Emotion2vecClassificationTask.setup_task(task_cfg(labelled, max_sample_size=7000))
+    task.load_dataset("train")
+    task.load_dataset("valid")
+    train, valid = task.datasets["train"], task.datasets["valid"]
+    batch = train.collater([train[i] for i in range(len(train))])
+    src, pad = batch["net_input"]["source"], batch["net_input"]["padding_mask"]
+    lengths = np.minimum(train.sizes, 7000)
+    assert src.shape == (len(train), lengths.max())
+    assert (~pad).sum(1).tolist() == lengths.tolist()
+    assert torch.all(src[pad] == 0)
+    assert batch["target"].tolist() == train.targets.tolist()
+    vb = valid.collater([valid[i] for i in range(len(valid))])
+    assert (~vb["net_input"]["padding_mask"]).sum(1).tolist() == valid.sizes.tolist()  # whole utterances
+    # a crop is a contiguous window of the normalised utterance
+    wav = train[0]["source"]
+    i = int(np.argmax(train.sizes))
+    start = [s for s in range(len(train[i]["source"]) - 7000 + 1)
+             if torch.equal(train[i]["source"][s:s + 7000], src[i])]
+    assert len(wav) > 0 and len(start) == 1
+
+
+def test_crop_and_pad_by_hand():
+    a, b = torch.arange(5.0), torch.arange(3.0) + 10
+    out, pad = crop_and_pad([a, b], None, None)
+    assert out.tolist() == [[0, 1, 2, 3, 4], [10, 11, 12, 0, 0]]
+    assert pad.tolist() == [[False] * 5, [False] * 3 + [True] * 2]
+
+
+# ------------------------------------------------------------------ modules
+
+
+def test_masked_mean_by_hand():
+    x = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 6.0], [7.0, 8.0], [9.0, 10.0]]])
+    pad = torch.tensor([[False, False, True], [False, False, False]])
+    assert masked_mean(x, pad).tolist() == [[2.0, 3.0], [7.0, 8.0]]
+    assert masked_mean(x).tolist()[1] == [7.0, 8.0]
+
+
+def test_classifier_batched_equals_one_by_one():
+    torch.manual_seed(0)
+    model = Emotion2vecClassifierModel(classifier_cfg(), num_classes=3).eval()
+    wavs = [torch.randn(n) for n in (9000, 5000, 7300)]
+    batch, pad = crop_and_pad(wavs, None, None)
+    with torch.no_grad():
+        batched = model(batch, pad)["logits"]
+        single = torch.cat([model(w[None], None)["logits"] for w in wavs])
+    assert batched.shape == (3, 3)
+    torch.testing.assert_close(batched, single, rtol=0, atol=1e-5)  # fp32 rounding only
+
+
+def test_metrics_from_summed_counts_equal_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 50)
+    p = np.where(rng.random(50) < 0.6, y, rng.integers(0, 4, 50))
+    p[p == 3] = 2  # class 3 is never predicted
+    parts = [class_counts(torch.tensor(p[s]), torch.tensor(y[s]), 4) for s in (slice(0, 17), slice(17, 50))]
+    summed = {k: (parts[0][k] + parts[1][k]).tolist() for k in ("tp", "true", "pred")}
+    got = scores_from_counts(summed["tp"], summed["true"], summed["pred"])
+    assert got["wa"] == pytest.approx(accuracy_score(y, p))
+    assert got["ua"] == pytest.approx(balanced_accuracy_score(y, p))
+    assert got["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
+
+
+def test_criterion_weighted_smoothed_loss_by_hand(labelled):
+    task = Emotion2vecClassificationTask.setup_task(task_cfg(labelled))
+    task.label_counts = [1, 2, 5]
+    crit = Emotion2vecClassificationCriterion(
+        Emotion2vecClassificationCriterionConfig(label_smoothing=0.1, class_weights="balanced"), task)
+    w = np.array([8 / 3, 8 / 6, 8 / 15])  # N / (C * n_c)
+    logits = torch.randn(4, 3)
+    target = torch.tensor([0, 2, 1, 2])
+
+    class Fixed(torch.nn.Module):
+        def forward(self, **kw):
+            return {"logits": logits}
+
+    loss, n, log = crit(Fixed(), {"net_input": {}, "target": target})
+    logp = F.log_softmax(logits, -1).numpy()
+    # torch's weighted label smoothing: (1-e) * w_y * -log p_y + e/C * sum_c w_c * -log p_c
+    by_hand = sum(0.9 * w[t] * -logp[i, t] + 0.1 / 3 * sum(w[c] * -logp[i, c] for c in range(3))
+                  for i, t in enumerate(target.tolist()))
+    assert n == 4 and float(loss) == pytest.approx(by_hand, rel=1e-5)
+    pred = logits.argmax(-1)
+    assert [log[f"true_{c}"] for c in range(3)] == [1, 1, 2]
+    assert sum(log[f"tp_{c}"] for c in range(3)) == int((pred == target).sum())
+    with pytest.raises(ValueError, match="need 3 non-negative numbers"):
+        Emotion2vecClassificationCriterion(Emotion2vecClassificationCriterionConfig(class_weights="1,2"), task)
+
+
+# ------------------------------------------------------------------ model options
+
+
+def test_layer_decay_reaches_fairseq_composite_optimizer():
+    from fairseq.optim.composite import FairseqCompositeOptimizer
+
+    model = Emotion2vecClassifierModel(classifier_cfg(layer_decay=0.5, optimizer_name="composite"), num_classes=3)
+    # the recipe's optimizer section as fairseq reads it (OmegaConf parses 2e-3 as a float)
+    recipe = OmegaConf.load(REPO / "recipes" / "finetune" / "schedule" / "smoke.yaml")
+    # the root fields fairseq's optimizer/scheduler configs interpolate
+    cfg = OmegaConf.merge({"common": {"tpu": False}}, recipe).optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = FairseqCompositeOptimizer(cfg, params)
+    # peak lr of each parameter's optimizer (param_groups hold the warm-up's current lr)
+    lr_of = {id(p): opt.optimizers_config[g].lr[0] for g, o in opt.optimizers.items()
+             for group in o.param_groups for p in group["params"]}
+    L = 3  # 1 prenet + 2 main blocks
+    named = dict(model.named_parameters())
+    expect = {"proj.weight": 1.0, "blocks.1.mlp.fc1.weight": 0.5, "blocks.0.mlp.fc1.weight": 0.25,
+              "modality_encoders.AUDIO.context_encoder.blocks.0.attn.qkv.weight": 0.125,
+              "modality_encoders.AUDIO.project_features.2.weight": 0.5 ** (L + 1)}
+    for name, scale in expect.items():
+        assert lr_of[id(named[name])] == pytest.approx(2e-3 * scale), name
+    # no weight decay on biases and norms, 0.01 elsewhere
+    wd_of = {id(p): group["weight_decay"] for group in opt.param_groups for p in group["params"]}
+    assert wd_of[id(named["blocks.0.norm1.weight"])] == 0.0 and wd_of[id(named["blocks.0.mlp.fc1.weight"])] == 0.01
+    with pytest.raises(ValueError, match="needs optimizer=composite"):
+        Emotion2vecClassifierModel(classifier_cfg(layer_decay=0.5, optimizer_name="adam"), num_classes=3)
+
+
+def test_frozen_cnn_and_head_only_warmup():
+    model = Emotion2vecClassifierModel(classifier_cfg(feature_grad_mult=0.0, freeze_finetune_updates=2), 3).train()
+    cnn = [p for n, p in model.named_parameters() if ".local_encoder." in n]
+    assert cnn and not any(p.requires_grad for p in cnn)
+    source = torch.randn(2, 6000)
+    model.set_num_updates(1)  # still inside freeze_finetune_updates: only the head learns
+    model(source)["logits"].sum().backward()
+    assert model.proj.weight.grad is not None
+    assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("proj."))
+    model.zero_grad(set_to_none=True)
+    model.set_num_updates(2)
+    model(source)["logits"].sum().backward()
+    assert model.blocks[0].mlp.fc1.weight.grad is not None
+    assert all(p.grad is None for p in cnn)
+    # a gradient multiplier in (0, 1) scales the CNN's gradient only
+    torch.manual_seed(0)
+    full = Emotion2vecClassifierModel(classifier_cfg(feature_grad_mult=1.0), 3).train()
+    half = Emotion2vecClassifierModel(classifier_cfg(feature_grad_mult=0.25), 3).train()
+    half.load_state_dict(full.state_dict())
+    for m in (full, half):
+        torch.manual_seed(1)
+        m(source)["logits"].sum().backward()
+    w = "modality_encoders.AUDIO.local_encoder.conv_layers.0.0.weight"
+    torch.testing.assert_close(dict(half.named_parameters())[w].grad, 0.25 * dict(full.named_parameters())[w].grad)
+    torch.testing.assert_close(half.proj.weight.grad, full.proj.weight.grad)
+
+
+def test_training_masks_stay_inside_valid_frames_and_are_reproducible():
+    model = Emotion2vecClassifierModel(classifier_cfg(mask_prob=0.5, mask_length=2, mask_channel_prob=0.25,
+                                                      mask_channel_length=4), 3).train()
+    source = torch.randn(2, 16000)
+    pad = torch.zeros(2, 16000, dtype=torch.bool)
+    pad[1, 8000:] = True
+    ids = torch.tensor([3, 7])
+    tm, cm = model.training_masks(source, pad, ids)
+    T1 = int(model.audio.local_encoder.output_lengths(torch.tensor([8000])))
+    assert tm.shape == (2, 49) and tm[0].sum() == int(49 * 0.5) and tm[1].sum() == int(T1 * 0.5)
+    assert not tm[1, T1:].any()
+    assert cm.shape == (2, 64) and (cm.sum(1) == 16).all()
+    tm2, cm2 = model.training_masks(source, pad, ids)
+    assert torch.equal(tm, tm2) and torch.equal(cm, cm2)
+    model.set_num_updates(5)
+    assert not torch.equal(model.training_masks(source, pad, ids)[0], tm)
+
+
+def test_init_from_pretraining_checkpoint_and_bad_layouts(tmp_path):
+    pre = Emotion2vecModel(tiny_model_cfg())
+    path = tmp_path / "pretrain.pt"
+    torch.save({"model": pre.state_dict()}, path)  # with decoder and _ema.* teacher
+    model = Emotion2vecClassifierModel(classifier_cfg(init_from=str(path)), 3)
+    ours, theirs = model.state_dict(), pre.state_dict()
+    for k in ours:
+        if not k.startswith("proj."):
+            assert torch.equal(ours[k], theirs[k]), k
+    bad = tmp_path / "wav2vec.pt"
+    torch.save({"model": {"w2v_encoder.w2v_model.mask_emb": torch.zeros(768)}}, bad)
+    with pytest.raises(CheckpointMismatchError, match=r"wav2vec\.pt: cannot map weights .*unexpected \['w2v_encoder"):
+        Emotion2vecClassifierModel(classifier_cfg(init_from=str(bad)), 3)
+    with pytest.raises(CheckpointMismatchError, match=r"pretrain\.pt"):
+        Emotion2vecClassifierModel(classifier_cfg(init_from=str(path), depth=3), 3)
+    with pytest.raises(ValueError, match="head has 3 classes but the task's label set has 4"):
+        Emotion2vecClassifierModel(classifier_cfg(), 4).load_state_dict(model.state_dict())
