@@ -11,7 +11,8 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from emotion2vec_plugin.checkpoint.convert import CheckpointMismatchError
 from emotion2vec_plugin.criterions.emotion2vec_classification import (Emotion2vecClassificationCriterion,
                                                                        Emotion2vecClassificationCriterionConfig)
-from emotion2vec_plugin.data.labelled_dataset import LabelledDataError, crop_and_pad
+from emotion2vec_plugin.data.labelled_dataset import LabelledDataError
+from emotion2vec_plugin.data.padding import crop_and_pad
 from emotion2vec_plugin.models.emotion2vec_classifier import Emotion2vecClassifierConfig, Emotion2vecClassifierModel
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
 from emotion2vec_plugin.modules.classification_metrics import class_counts, scores_from_counts

@@ -23,7 +23,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ import torch
 from ..downstream.probe import read_column_file
 from .audio_dataset import Emotion2vecAudioDataset
 from .manifest import Manifest, read_manifest
+from .padding import crop_and_pad
 
 logger = logging.getLogger(__name__)
 
@@ -127,24 +128,6 @@ def read_label_file(path: str) -> List[str]:
         if not n.strip():
             raise LabelledDataError(f"{path}:{i}: empty class name; expected one class per line")
     return names
-
-
-def crop_and_pad(sources: Sequence[torch.Tensor], max_size: Optional[int],
-                 generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Crop each waveform [S_i] to at most ``max_size`` samples (random offset from ``generator``)
-    and zero-pad to the longest: source [B, S_max] and padding_mask [B, S_max] (True = padded)."""
-    cropped = []
-    for wav in sources:
-        if max_size is not None and len(wav) > max_size:
-            start = int(torch.randint(0, len(wav) - max_size + 1, (1,), generator=generator))
-            wav = wav[start:start + max_size]
-        cropped.append(wav)
-    lengths = torch.tensor([len(w) for w in cropped])
-    out = cropped[0].new_zeros(len(cropped), int(lengths.max()))
-    for i, w in enumerate(cropped):
-        out[i, : len(w)] = w
-    padding_mask = torch.arange(out.size(1)).unsqueeze(0) >= lengths.unsqueeze(1)
-    return out, padding_mask
 
 
 class Emotion2vecLabelledDataset(Emotion2vecAudioDataset):

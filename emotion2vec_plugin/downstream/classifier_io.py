@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint.convert import CheckpointMismatchError, map_state_dict, read_state_dict
+from ..checkpoint.safe_load import load_checkpoint
 from ..modules.classifier import Emotion2vecClassifierNet
 from ..modules.config import EncoderConfig, encoder_config_from
 from ..modules.encoder import Emotion2vecEncoder
@@ -39,18 +40,19 @@ def _encoder_only(key: str) -> bool:
     return not (key.startswith("_ema") or ".decoder." in key or key in HEAD_KEYS)
 
 
-def init_encoder_weights(path: str, model: Emotion2vecClassifierNet) -> List[str]:
+def init_encoder_weights(path: str, model: Emotion2vecClassifierNet, trust: bool = False) -> List[str]:
     """Load the encoder weights of ``path`` into ``model`` (the head keeps its initialisation).
+    ``trust``: unpickle without the weights-only restriction (checkpoint/safe_load.py).
 
     Returns the encoder keys left at their fresh initialisation (utterance tokens absent from a
     data2vec 2.0 checkpoint). Raises CheckpointMismatchError naming ``path`` and the keys for an
     unknown layout or a different architecture.
     """
     if os.path.isdir(path):
-        encoder, _ = load_pretrained(path)  # plugin or FunASR export folder (strict)
+        encoder, _ = load_pretrained(path, trust=trust)  # plugin or FunASR export folder (strict)
         source = encoder.state_dict()
     elif os.path.isfile(path):
-        source = read_state_dict(path)
+        source = read_state_dict(path, trust)
     else:
         raise CheckpointMismatchError(f"model.init_from={path!r} does not exist (expected a checkpoint file or an "
                                       f"e2v-export folder)")
@@ -86,10 +88,11 @@ def is_classifier_checkpoint(ckpt: Dict[str, Any]) -> bool:
     return model_cfg.get("_name") == "emotion2vec_classifier"
 
 
-def read_classifier_checkpoint(path: str, ckpt: Optional[Dict[str, Any]] = None) -> ClassifierCheckpoint:
+def read_classifier_checkpoint(path: str, ckpt: Optional[Dict[str, Any]] = None,
+                               trust: bool = False) -> ClassifierCheckpoint:
     """Read one of our ``emotion2vec_classifier`` fairseq checkpoints (labels from ``task_state``)."""
     if ckpt is None:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # fairseq pickles omegaconf configs
+        ckpt = load_checkpoint(path, trust)
     if not isinstance(ckpt, dict) or "model" not in ckpt or not is_classifier_checkpoint(ckpt):
         raise ExportFormatError(f"{path}: not an emotion2vec_classifier checkpoint (cfg.model._name)")
     cfg = _plain(ckpt.get("cfg")) or {}
@@ -134,7 +137,8 @@ def read_tokens(path: str) -> List[str]:
     return names
 
 
-def load_classifier(path: str, device: str = "cpu") -> Tuple[nn.Module, Optional[List[str]], InferenceSettings]:
+def load_classifier(path: str, device: str = "cpu",
+                    trust: bool = False) -> Tuple[nn.Module, Optional[List[str]], InferenceSettings]:
     """(model, class names, settings). With a head: an :class:`Emotion2vecClassifierNet` and its
     labels; a plain encoder export: an :class:`Emotion2vecEncoder` and ``None`` (features only)."""
     if os.path.isdir(path):
@@ -155,8 +159,8 @@ def load_classifier(path: str, device: str = "cpu") -> Tuple[nn.Module, Optional
             with open(os.path.join(path, "config.yaml"), encoding="utf-8") as f:
                 conf = yaml.safe_load(f)
             weights = os.path.join(path, "model.pt")
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            state = state.get("model", state)
+            state = load_checkpoint(weights, trust)
+            state = state.get("model", state) if isinstance(state, dict) else {}
             if "proj.weight" in state:
                 labels = read_tokens(os.path.join(path, TOKENS))
                 cfg = EncoderConfig(**released_to_encoder_fields(conf["model_conf"]))
@@ -164,10 +168,86 @@ def load_classifier(path: str, device: str = "cpu") -> Tuple[nn.Module, Optional
                 settings = InferenceSettings(normalize=bool(conf["model_conf"].get("normalize", True)))
                 return model.to(device), labels, settings
     elif os.path.isfile(path):
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # fairseq pickles omegaconf configs
+        ckpt = load_checkpoint(path, trust)
         if isinstance(ckpt, dict) and is_classifier_checkpoint(ckpt):
             c = read_classifier_checkpoint(path, ckpt)
             state = {k: v for k, v in c.state.items() if _encoder_only(k) or k in HEAD_KEYS}
             return build_classifier(c.encoder, state, c.labels, path).to(device), c.labels, c.settings
-    encoder, settings = load_pretrained(path, device)
+    encoder, settings = load_pretrained(path, device, trust=trust)
     return encoder, None, settings
+
+
+# ------------------------------------------------------------------------------------ export
+
+
+
+def export_classifier_plugin(c: ClassifierCheckpoint, source: str, out: str) -> str:
+    """``OUT/model.safetensors`` (encoder + head) and ``OUT/config.json`` with ``classifier.labels``;
+    also loadable as a plain encoder by ``load_pretrained`` (the head is ignored there)."""
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    os.makedirs(out, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in c.state.items()}, os.path.join(out, PLUGIN_WEIGHTS))
+    meta = {"format": "emotion2vec_plugin", "encoder": asdict(c.encoder),
+            "inference": {"normalize": c.settings.normalize, "sample_rate": c.settings.sample_rate},
+            "classifier": {"labels": c.labels, "pooling": "mean"},
+            "source": os.path.abspath(source), "num_updates": c.num_updates}
+    with open(os.path.join(out, PLUGIN_CONFIG), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+    return out
+
+
+def export_classifier_funasr(c: ClassifierCheckpoint, source: str, out: str) -> str:
+    """The emotion2vec+ layout FunASR's ``AutoModel(model=OUT)`` reads: ``config.yaml`` (model_conf
+    with ``vocab_size`` = C, a CharTokenizer), ``model.pt`` (``{"model": state}`` with ``proj``) and
+    ``tokens.txt`` (class names, class 0 first; FunASR names the scores with it)."""
+    import yaml
+
+    from .pretrained import encoder_to_released_config
+
+    bad = [n for n in c.labels if n.startswith("unuse") or not n.strip() or n != n.rstrip() or "\n" in n]
+    if bad:
+        raise ExportFormatError(f"{source}: class names {bad} cannot go to FunASR's tokens.txt (FunASR hides classes "
+                                f"whose name starts with 'unuse' and strips trailing blanks; names must be non-empty "
+                                f"single lines)")
+    os.makedirs(out, exist_ok=True)
+    model_conf = encoder_to_released_config(c.encoder, {"normalize": c.settings.normalize})
+    model_conf["vocab_size"] = len(c.labels)
+    # FunASR's tokenizer only names the classes here, but insists that its unk_symbol is one of
+    # them: the last class, as in emotion2vec+ (whose last class is "<unk>")
+    conf = {"model": "Emotion2vec", "model_conf": model_conf, "tokenizer": "CharTokenizer",
+            "tokenizer_conf": {"unk_symbol": c.labels[-1], "split_with_space": True}}
+    with open(os.path.join(out, "config.yaml"), "w", encoding="utf-8") as f:
+        yaml.safe_dump(conf, f, sort_keys=False)
+    torch.save({"model": c.state}, os.path.join(out, "model.pt"))
+    with open(os.path.join(out, TOKENS), "w", encoding="utf-8") as f:
+        f.write("".join(f"{n}\n" for n in c.labels))
+    return out
+
+
+def export_classifier(path: str, fmt: str, out: str, trust: bool = False,
+                      ckpt: Optional[Dict[str, Any]] = None) -> str:
+    """``e2v-export`` of an ``emotion2vec_classifier`` checkpoint as ``plugin`` or ``funasr``."""
+    c = read_classifier_checkpoint(path, ckpt, trust)
+    c.state = {k: v for k, v in c.state.items() if _encoder_only(k) or k in HEAD_KEYS}
+    if fmt == "plugin":
+        return export_classifier_plugin(c, path, out)
+    if fmt == "funasr":
+        return export_classifier_funasr(c, path, out)
+    raise ExportFormatError(f"{path} is a fine-tuned classifier; --format {fmt} is the released pretraining layout, "
+                            f"which has no classifier head: use --format plugin or --format funasr")
+
+
+def maybe_export_classifier(args) -> Optional[str]:
+    """e2v-export's hook: export ``args.checkpoint`` if it is a classifier checkpoint, else None."""
+    path, trust = args.checkpoint, getattr(args, "trust_checkpoint", False)
+    if not os.path.isfile(path):
+        return None
+    ckpt = load_checkpoint(path, trust)
+    if not (isinstance(ckpt, dict) and is_classifier_checkpoint(ckpt)):
+        return None
+    if getattr(args, "random_init", None) is not None:
+        raise ExportFormatError("--random-init exports an encoder architecture; it does not apply to a classifier")
+    return export_classifier(path, args.format, args.out, trust, ckpt)

@@ -10,6 +10,10 @@ Formats:
   official emotion2vec feature-extraction scripts.
 * ``funasr``: ``OUT/config.yaml`` (``model: Emotion2vec``, ``model_conf``) + ``OUT/model.pt``
   (``{"model": state_dict}``), the folder layout FunASR's ``AutoModel(model=OUT)`` reads.
+
+A fine-tuned classifier (``emotion2vec_classifier`` checkpoint) keeps its head and class names:
+``plugin`` adds ``classifier.labels`` to config.json, ``funasr`` writes the emotion2vec+ layout
+(``model_conf.vocab_size``, ``tokens.txt``); see ``downstream/classifier_io.py``.
 """
 
 import argparse
@@ -114,6 +118,11 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(args) -> str:
+    from .classifier_io import maybe_export_classifier  # a fine-tuned classifier keeps its head and labels
+
+    classifier = maybe_export_classifier(args)
+    if classifier is not None:
+        return classifier
     state, enc, training, extra = read_training_checkpoint(args.checkpoint)
     if getattr(args, "random_init", None) is not None:
         torch.manual_seed(args.random_init)

@@ -45,6 +45,11 @@ class Emotion2vecClassifierConfig(FairseqDataclass, EncoderConfig):
                           "pretraining), a released emotion2vec or data2vec 2.0 audio checkpoint, or an e2v-export "
                           "folder; the model.* architecture fields must match it. null = random init"},
     )
+    trust_checkpoint: bool = field(
+        default=False,
+        metadata={"help": "read model.init_from with a full unpickle (runs any code the file holds); by default only "
+                          "tensors, containers and fairseq's configs are loaded (checkpoint/safe_load.py)"},
+    )
     head_dropout: float = field(default=0.1, metadata={"help": "dropout on the pooled vector before the linear head"})
     freeze_finetune_updates: int = field(
         default=0, metadata={"help": "updates during which only the head trains (encoder frozen, wav2vec 2.0 style)"})
@@ -95,7 +100,7 @@ class Emotion2vecClassifierModel(Emotion2vecClassifierNet, BaseFairseqModel):
         self.num_updates = 0
         self.conv_layers = parse_conv_layers(cfg.conv_feature_layers)
         if cfg.init_from:
-            init_encoder_weights(cfg.init_from, self)
+            init_encoder_weights(cfg.init_from, self, cfg.trust_checkpoint)
         tag_no_decay_parameters(self)
         if cfg.layer_decay < 1.0:
             params = dict(self.named_parameters())
