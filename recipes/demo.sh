@@ -6,11 +6,13 @@
 # Stages (each re-runnable on its own; finished stages are skipped, marked by WORK/.done.<stage>):
 #   1 corpus    espeak-ng speech in 4 prosody classes x 6 voices (e2v-demo-corpus)
 #   2 manifest  e2v-manifest (unlabelled part) and e2v-labels csv (labelled part)
-#   3 pretrain  fairseq-hydra-train with the plugin, recipes/pretrain/emotion2vec_demo.yaml
+#   3 pretrain  fairseq-hydra-train with the plugin, recipes/pretrain/emotion2vec_demo.yaml, with the
+#               linear emotion probe on the labelled set at every validation (task.probe_data)
 #   4 export    e2v-export: the pretrained student, and the same architecture with random weights
 #   5 extract   e2v-extract: last-layer features of both models, and log-mel filterbanks
-#   6 probe     e2v-probe: leave-one-speaker-out probe on each feature set
-#   7 report    e2v-demo-report: table, JSON report, t-SNE plot, stage timings
+#   6 probe     e2v-probe: leave-one-speaker-out probe on each feature set, several probe seeds,
+#               raw and per-speaker normalised features
+#   7 report    e2v-demo-report: table, paired verdict, learning curves, t-SNE plot, stage timings
 # --quick shrinks every stage (the CI test runs it); the full demo takes about 15 minutes on 2 cores.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,12 +35,12 @@ WORK=$(cd "$WORK" && pwd)
 
 if [ "$QUICK" = 1 ]; then
   CORPUS_ARGS=(--speakers 3 --labelled-per-class 4 --unlabelled 60)
-  TRAIN_ARGS=(optimization.max_update=20 dataset.validate_interval_updates=10 checkpoint.save_interval_updates=10 common.log_interval=5)
-  PROBE_ARGS=(--epochs 5 --patience 3 --threads 1)
+  TRAIN_ARGS=(optimization.max_update=20 lr_scheduler.warmup_updates=2 dataset.validate_interval_updates=10 checkpoint.save_interval_updates=10 common.log_interval=5)
+  PROBE_ARGS=(--epochs 5 --patience 3 --threads 1 --seeds 0)
 else
   CORPUS_ARGS=(--speakers 6 --labelled-per-class 12 --unlabelled 1200)
   TRAIN_ARGS=()
-  PROBE_ARGS=(--epochs 100 --patience 10 --threads 1)
+  PROBE_ARGS=(--epochs 100 --patience 10 --threads 1 --seeds 0 1 2)
 fi
 
 run_stage() {  # run_stage N NAME CMD...: skip when done, time it, mark it done
@@ -67,7 +69,7 @@ pretrain() {
   mkdir -p "$WORK/pretrain"
   (cd "$WORK/pretrain" && "$BIN/fairseq-hydra-train" --config-dir "$REPO/recipes/pretrain" \
     --config-name emotion2vec_demo task.data="$WORK/manifests" common.user_dir="$REPO/emotion2vec_plugin" \
-    "${TRAIN_ARGS[@]}")
+    task.probe_data="$WORK/labels" task.probe_split=demo "${TRAIN_ARGS[@]}")
 }
 
 export_models() {
@@ -89,7 +91,10 @@ probe() {
     local plot=()
     if [ "$feats" = pretrained ]; then plot=(--plot "$WORK/probe/tsne_pretrained.png" --confusion-plot "$WORK/probe/confusion_pretrained.png"); fi
     "$BIN/e2v-probe" "$WORK/features/$feats/demo" "$WORK/labels/demo.emo" --groups "$WORK/labels/demo.group" \
-      --out "$WORK/probe/$feats.json" --seed 0 "${PROBE_ARGS[@]}" "${plot[@]}"
+      --out "$WORK/probe/$feats.json" "${PROBE_ARGS[@]}" "${plot[@]}"
+    # speaker normalisation (one speaker is at chance for every feature set without it)
+    "$BIN/e2v-probe" "$WORK/features/$feats/demo" "$WORK/labels/demo.emo" --groups "$WORK/labels/demo.group" \
+      --out "$WORK/probe/$feats.spknorm.json" --normalize-per-group "${PROBE_ARGS[@]}"
   done
 }
 

@@ -24,10 +24,17 @@ def test_quick_demo_end_to_end_and_resumable(tmp_path):
     for row in report["rows"]:
         assert 0.0 <= row["UA"] <= 1.0 and row["folds"] == 3  # 3 speakers: leave-one-speaker-out
     assert report["verdict"] and "random weights" in report["verdict"]
+    # paired verdicts over the same speaker folds, raw and per-speaker normalised; the learning curve
+    # of the in-training probe (update 0, both validations) with its log-mel reference
+    for variant in ("raw", "spknorm"):
+        assert [(p["b"], p["n_folds"]) for p in report["paired"][variant]] == [("random", 3), ("fbank", 3)]
+    assert [r["features"] for r in report["rows_spknorm"]] == ["pretrained", "random", "fbank"]
+    assert sorted(report["curve"]["probe_ua"]["last"]) == ["0", "10", "20"] and "fbank" in report["curve"]["log_mel"]
+    assert "![learning curves](curves.png)" in (work / "report.md").read_text()
     # every stage before the report is timed in it (the report's own time is appended after it ran)
     assert set(report["timings_s"]) == {"corpus", "manifest", "pretrain", "export", "extract", "probe"}
     assert "verdict:" in log and "| features | WA | UA | WF1 |" in log
-    for png in ("probe_scores.png", "probe/tsne_pretrained.png", "probe/confusion_pretrained.png"):
+    for png in ("probe_scores.png", "curves.png", "probe/tsne_pretrained.png", "probe/confusion_pretrained.png"):
         assert (work / png).stat().st_size > 1000, png
     # finished stages are skipped on a re-run; one stage can be redone on its own
     again = demo(work)

@@ -2,8 +2,11 @@
 
 Reads what ``recipes/demo.sh`` left in WORK: ``probe/{pretrained,random,fbank}.json`` (written by
 ``e2v-probe``), ``timings.tsv`` and the pretraining log. Writes ``WORK/report.json``,
-``WORK/report.md`` and ``WORK/probe_scores.png``, and prints the table. The verdict line says
-plainly whether pretraining beat the same architecture with random weights.
+``WORK/report.md``, ``WORK/probe_scores.png`` and ``WORK/curves.png`` (the pretraining run's
+learning curves, e2v-curves), and prints the table. The verdict line says whether pretraining
+beat the same architecture with random weights by a paired comparison over the same speaker
+folds (demo/paired.py: per-fold differences of the seed-averaged UA, t confidence interval,
+sign test), for raw and per-speaker normalised features (``probe/*.spknorm.json``).
 """
 
 import argparse
@@ -52,41 +55,86 @@ def last_valid_losses(log_path: str) -> Dict[str, float]:
     return {k: float(v) for k, v in re.findall(r"\| (loss\w*|target_var|pred_var|num_updates) ([-\d.e]+)", last)}
 
 
-def build_report(work: str) -> dict:
+# probe variants written by recipes/demo.sh stage 6: raw features, and per-speaker normalised ones
+VARIANTS = {"": "raw features", ".spknorm": "per-speaker normalised features (e2v-probe --normalize-per-group)"}
+
+
+def probe_rows(work: str, variant: str) -> List[dict]:
     rows: List[dict] = []
     for key, name in FEATURES.items():
-        probe = load_probe(os.path.join(work, "probe", f"{key}.json"))
+        probe = load_probe(os.path.join(work, "probe", f"{key}{variant}.json"))
         if probe is None:
             continue
         summary = probe["summary"]
         rows.append({"features": key, "description": name,
                      **{m: summary[m]["mean"] for m in METRICS}, **{f"{m}_std": summary[m]["std"] for m in METRICS},
-                     "folds": len(probe["folds"])})
-    by_key = {r["features"]: r for r in rows}
-    verdict = None
-    if "pretrained" in by_key and "random" in by_key:
-        gain = by_key["pretrained"]["UA"] - by_key["random"]["UA"]
-        spread = max(by_key["pretrained"]["UA_std"], by_key["random"]["UA_std"])
-        if gain > spread:
-            verdict = f"pretraining beats random weights by {100 * gain:.1f} UA points (more than one fold std)"
-        elif gain > 0:
-            verdict = (f"pretraining is ahead of random weights by only {100 * gain:.1f} UA points, within one fold "
-                       f"std ({100 * spread:.1f}): no clear gain on this task")
-        else:
-            verdict = f"pretraining did NOT beat random weights on this task ({100 * gain:.1f} UA points)"
+                     "folds": len(probe["folds"]), "seeds": len(probe.get("seed_runs", [])) or 1,
+                     "fold_UA": {f["group"]: f["UA"] for f in probe["folds"]}})
+    return rows
+
+
+def paired_verdicts(work: str, variant: str) -> List[dict]:
+    """Pretrained vs random weights and vs log-mel, paired over the same speaker folds (demo/paired.py)."""
+    from .paired import paired_comparison, verdict
+
+    probes = {k: load_probe(os.path.join(work, "probe", f"{k}{variant}.json")) for k in FEATURES}
+    out = []
+    for other, name in (("random", "random weights"), ("fbank", "log-mel")):
+        if probes["pretrained"] is not None and probes[other] is not None:
+            cmp = paired_comparison(probes["pretrained"], probes[other], "UA")
+            out.append({"a": "pretrained", "b": other, **cmp, "verdict": verdict(cmp, "pretraining", name)})
+    return out
+
+
+def learning_curve(work: str) -> Optional[dict]:
+    """The pretraining run's curves (e2v-curves): WORK/curves.png and the probe UA series."""
+    from ..downstream import curves
+
+    run = os.path.join(work, "pretrain")
+    data = curves.build_curves(run)
+    if not data["train"]:
+        return None
+    curves.plot_curves(data, os.path.join(work, "curves.png"), "demo pretraining")
+    return {"png": "curves.png", "probe_ua": curves.probe_series(data["probe"]),
+            "log_mel": curves.reference_lines(data["probe"]),
+            "target_var": {u: v["target_var"] for u, v in data["train"].items() if "target_var" in v},
+            "command": f"e2v-curves {run} --out {os.path.join(work, 'curves.png')}"}
+
+
+def build_report(work: str) -> dict:
+    rows = probe_rows(work, "")
+    paired = {variant.lstrip(".") or "raw": paired_verdicts(work, variant) for variant in VARIANTS}
+    raw_random = [p for p in paired["raw"] if p["b"] == "random"]
     return {
         "rows": rows,
-        "verdict": verdict,
+        "rows_spknorm": probe_rows(work, ".spknorm"),
+        "verdict": raw_random[0]["verdict"] if raw_random else None,
+        "paired": paired,
+        "curve": learning_curve(work),
         "pretraining_valid": last_valid_losses(os.path.join(work, "pretrain", "hydra_train.log")),
         "timings_s": read_timings(os.path.join(work, "timings.tsv")),
     }
 
 
-def format_table(report: dict) -> str:
+def format_table(report: dict, key: str = "rows") -> str:
     lines = ["| features | WA | UA | WF1 |", "|---|---|---|---|"]
-    for r in report["rows"]:
+    for r in report[key]:
         cells = [f"{100 * r[m]:.1f} ± {100 * r[m + '_std']:.1f}" for m in METRICS]
         lines.append(f"| {r['description']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_folds(report: dict) -> str:
+    """UA per speaker fold (mean over probe seeds), raw and per-speaker normalised."""
+    cols = [(r, tag) for key, tag in (("rows", ""), ("rows_spknorm", " (spk-norm)")) for r in report[key]]
+    if not cols:
+        return ""
+    groups = list(cols[0][0]["fold_UA"])
+    lines = ["| fold | " + " | ".join(f"{r['features']}{tag}" for r, tag in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for g in groups:
+        lines.append(f"| {g} | " + " | ".join(f"{100 * r['fold_UA'].get(g, float('nan')):.1f}" for r, _ in cols)
+                     + " |")
     return "\n".join(lines)
 
 
@@ -127,7 +175,16 @@ def main(args) -> dict:
         json.dump(report, f, indent=2)
     plot_scores(report, os.path.join(args.work, "probe_scores.png"))
     timings = "\n".join(f"| {stage} | {secs} |" for stage, secs in report["timings_s"].items())
+    verdicts = "\n".join(f"* {VARIANTS['' if variant == 'raw' else '.' + variant]}: {p['verdict']}"
+                         for variant, items in report["paired"].items() for p in items)
+    curve = report["curve"]
+    curve_md = (f"## Learning curve\n\n![learning curves]({curve['png']})\n\n`{curve['command']}`; linear-probe UA "
+                f"by update: {json.dumps(curve['probe_ua'])}, log-mel {json.dumps(curve['log_mel'])}\n\n"
+                if curve else "")
     md = (f"# Demo report\n\n{format_table(report)}\n\n**Verdict:** {report['verdict']}\n\n"
+          f"## Paired comparisons (same speaker folds)\n\n{verdicts}\n\n"
+          f"Per-speaker normalised features:\n\n{format_table(report, 'rows_spknorm')}\n\n"
+          f"UA per speaker fold (%):\n\n{format_folds(report)}\n\n{curve_md}"
           f"Pretraining, last validation: {report['pretraining_valid']}\n\n"
           f"| stage | seconds |\n|---|---|\n{timings}\n")
     with open(os.path.join(args.work, "report.md"), "w", encoding="utf-8") as f:
@@ -142,6 +199,9 @@ def cli_main() -> None:
     report = main(args)
     print(format_table(report))
     print(f"\nverdict: {report['verdict']}")
+    for variant, items in report["paired"].items():
+        for p in items[1 if variant == "raw" else 0:]:
+            print(f"  {variant}: {p['verdict']}")
     print("stage timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()))
     print(f"report: {os.path.join(args.work, 'report.md')}, {os.path.join(args.work, 'report.json')}, "
           f"plots: {os.path.join(args.work, 'probe_scores.png')}, {os.path.join(args.work, 'probe')}/*.png")

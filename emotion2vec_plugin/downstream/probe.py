@@ -47,7 +47,7 @@ import logging
 import os
 import sys
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -375,6 +375,32 @@ def cross_validate(features: FeaturesLike, labels: Sequence[str], groups: Sequen
     }
 
 
+def merge_seed_runs(runs: Sequence[dict]) -> dict:
+    """Results of :func:`cross_validate` with several seeds (same folds) -> one result whose fold
+    metrics are the means over seeds (confusion matrices summed), ``summary`` the mean ± std over
+    folds of those, and ``seed_runs`` each seed's ``{seed, folds, summary}``."""
+    first = runs[0]
+    folds = []
+    for k, fold in enumerate(first["folds"]):
+        same = [r["folds"][k] for r in runs]
+        if any(f["group"] != fold["group"] for f in same):
+            raise ProbeInputError("seed runs disagree on their folds; they must come from the same inputs")
+        matrix = np.sum([f["confusion"]["matrix"] for f in same], axis=0).tolist()
+        folds.append({**{key: fold[key] for key in ("group", "n_train", "n_valid", "n_test")},
+                      **{m: float(np.mean([f[m] for f in same])) for m in METRICS},
+                      "best_epoch": float(np.mean([f["best_epoch"] for f in same])),
+                      "confusion": {**fold["confusion"], "matrix": matrix}})
+    summary = {m: {"mean": float(np.mean([f[m] for f in folds])), "std": float(np.std([f[m] for f in folds]))}
+               for m in METRICS}
+    total = np.sum([r["confusion_total"]["matrix"] for r in runs], axis=0).tolist()
+    return {**first, "folds": folds, "summary": summary, "confusion_total": {**first["confusion_total"],
+                                                                               "matrix": total},
+            "seeds": [r["config"]["seed"] for r in runs],
+            "seed_runs": [{"seed": r["config"]["seed"], "folds": [{k: f[k] for k in ("group", *METRICS)}
+                                                                  for f in r["folds"]],
+                           "summary": r["summary"]} for r in runs]}
+
+
 def read_column_file(path: str, what: str) -> List[str]:
     """One value per line (the whole stripped line, so labels may contain spaces), or
     ``utt_id<TAB>value`` lines (the official emotion2vec ``train.emo`` layout; the value is the
@@ -514,6 +540,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-standardize", dest="standardize", action="store_false",
                    help="feed raw features (official recipe) instead of per-dimension standardised ones")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="mlp probe: run with each of these seeds (overrides --seed); per-fold scores are then the "
+                        "mean over seeds (each seed's folds are kept under 'seed_runs'), so paired comparisons of "
+                        "feature sets over the same folds are less noisy")
     p.add_argument("--device", default=d.device, help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default); 1 is fastest for small feature sets or a busy machine")
@@ -556,7 +586,9 @@ def main(args: argparse.Namespace) -> dict:
     cfg = ProbeConfig(hidden=args.hidden, epochs=args.epochs, patience=args.patience, lr=args.lr,
                       batch_size=args.batch_size, optimizer=args.optimizer, valid_fraction=args.valid_fraction,
                       standardize=args.standardize, seed=args.seed, device=args.device)
-    result = cross_validate(feats, labels, groups, cfg, progress=not args.quiet)
+    seeds = args.seeds or [args.seed]
+    runs = [cross_validate(feats, labels, groups, replace(cfg, seed=s), progress=not args.quiet) for s in seeds]
+    result = runs[0] if len(runs) == 1 else merge_seed_runs(runs)
     result["probe"] = "mlp"
     result["normalize_per_group"] = bool(args.normalize_per_group)
     result["inputs"] = _inputs(args)

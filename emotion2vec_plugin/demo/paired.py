@@ -1,0 +1,77 @@
+"""Paired comparison of two feature sets probed on the same folds (the demo's verdict).
+
+Speaker folds differ far more from each other than feature sets do (one speaker can be at
+chance for every feature set), so "difference of means against a fold std" mostly measures the
+folds. A paired statistic removes them: for every fold g, ``d_g = score_A(g) - score_B(g)``
+(each score the mean over the probe seeds, which removes most of the probe's own training
+noise), then
+
+* mean difference with a two-sided Student-t confidence interval over the n folds
+  (``mean ± t_{n-1, 0.975} · sd / sqrt(n)``);
+* sign test: folds A wins / loses / ties (|d| < 1e-9), two-sided binomial p-value of the wins
+  among the non-tied folds (exact, no normality assumption; with 6 folds the smallest possible
+  p is 2/64 = 0.031).
+
+The verdict says "beats" only when the interval lies above zero, "is worse" only when it lies
+below, and otherwise "no significant difference", with the numbers either way.
+"""
+
+import math
+from typing import Dict, List, Optional
+
+import numpy as np
+
+
+def fold_scores(result: dict, metric: str = "UA") -> Dict[str, float]:
+    """{fold group: score} of an ``e2v-probe`` result (seed-averaged when it holds several seeds)."""
+    return {f["group"]: float(f[metric]) for f in result["folds"]}
+
+
+def num_seeds(result: dict) -> int:
+    return len(result.get("seed_runs", [])) or 1
+
+
+def paired_comparison(a: dict, b: dict, metric: str = "UA", confidence: float = 0.95) -> dict:
+    """Compare probe results ``a`` and ``b`` fold by fold (see module docstring).
+
+    Returns {"metric", "n_folds", "seeds": [a, b], "mean_diff", "sd_diff", "ci": [lo, hi] or None
+    (fewer than 2 folds), "confidence", "wins", "losses", "ties", "sign_p", "per_fold": {group: d}}.
+    Raises ValueError when the two results share no fold.
+    """
+    from scipy import stats
+
+    sa, sb = fold_scores(a, metric), fold_scores(b, metric)
+    groups = [g for g in sa if g in sb]
+    if not groups:
+        raise ValueError(f"the two probe results share no fold (folds {sorted(sa)} vs {sorted(sb)}); probe both "
+                         f"feature sets with the same labels and groups")
+    d = np.array([sa[g] - sb[g] for g in groups])
+    n = len(d)
+    mean = float(d.mean())
+    sd = float(d.std(ddof=1)) if n > 1 else 0.0
+    ci: Optional[List[float]] = None
+    if n > 1:
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+        ci = [mean - half, mean + half]
+    wins, losses = int((d > 1e-9).sum()), int((d < -1e-9).sum())
+    sign_p = float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
+    return {"metric": metric, "n_folds": n, "seeds": [num_seeds(a), num_seeds(b)], "mean_diff": mean,
+            "sd_diff": sd, "ci": ci, "confidence": confidence, "wins": wins, "losses": losses, "ties": n - wins - losses,
+            "sign_p": sign_p, "per_fold": {g: float(x) for g, x in zip(groups, d)}}
+
+
+def verdict(cmp: dict, a_name: str, b_name: str) -> str:
+    """One sentence with the decision and its numbers (points = percentage points)."""
+    m = 100 * cmp["mean_diff"]
+    seeds = "/".join(str(s) for s in sorted(set(cmp["seeds"])))
+    where = (f"over {cmp['n_folds']} speaker folds x {seeds} probe seed(s); better on {cmp['wins']}, worse on "
+             f"{cmp['losses']}, tied on {cmp['ties']} folds, sign test p = {cmp['sign_p']:.2f}")
+    if cmp["ci"] is None:
+        return f"{a_name} vs {b_name}: {m:+.1f} {cmp['metric']} points on a single fold ({where}); too few folds to decide"
+    lo, hi = (100 * x for x in cmp["ci"])
+    ci = f"{int(100 * cmp['confidence'])}% CI {lo:+.1f} to {hi:+.1f}"
+    if lo > 0:
+        return f"{a_name} beats {b_name} by {m:.1f} {cmp['metric']} points ({ci}, {where})"
+    if hi < 0:
+        return f"{a_name} is worse than {b_name} by {-m:.1f} {cmp['metric']} points ({ci}, {where})"
+    return f"no significant difference between {a_name} and {b_name}: {m:+.1f} {cmp['metric']} points ({ci}, {where})"
