@@ -22,6 +22,13 @@
 5. ``--negative-controls``: copies of ours with one small deliberate bug each (GELU tanh, ALiBi
    slopes, LayerNorm eps, dropout on, ...) to show the tolerances catch real differences.
 6. ``--throughput``: both one by one on ``--num`` utterances of 2-10 s, audio-seconds/second.
+7. ``--write-fixture PATH``: instead of all the above, FunASR's model in a tiny shape
+   (:func:`fixture_config`) with weights drawn by :func:`fixture_weights` (every parameter off its
+   plain init: LayerNorms, ALiBi scales with one head negative, utterance token 0) runs in float64 on
+   the waveform of :func:`fixture_audio`; its last-layer features are saved (a few KB) for
+   ``tests/test_funasr_reference.py``, which rebuilds the same weights and input in our encoder and
+   compares, so CI checks FunASR forward equality without FunASR. Weights and audio come from
+   numpy's PCG64 uniform draws, keyed by seed and parameter name, and are checksummed in the file.
 
 Pass criterion, elementwise as ``torch.allclose``: ``|ours - FunASR| <= atol + rtol * |FunASR|``
 for every compared tensor ("tol ratio" = the largest ``|ours - FunASR| / (atol + rtol |FunASR|)``,
@@ -46,6 +53,7 @@ FunASR is not a project dependency; run this from a separate venv that has it::
     /work/funasr-venv/bin/pip install -e . --no-deps
     /work/funasr-venv/bin/python recipes/benchmark/compare_funasr.py [--verbose] [--negative-controls] \\
         [--throughput --num 20]
+    /work/funasr-venv/bin/python recipes/benchmark/compare_funasr.py --write-fixture tests/data/funasr_tiny_reference.npz
 """
 
 import argparse
@@ -398,6 +406,85 @@ def throughput(funasr_model, ours, args) -> None:
         print(f"  {name:34s} {t:7.2f} s  {seconds / t:7.2f} audio-s/s  ({ref / t:.2f}x FunASR extract_features)")
 
 
+# ------------------------------------------------------------------ fixture for tests/test_funasr_reference.py
+FIXTURE_SAMPLES = 4000  # 0.25 s -> 12 frames
+
+
+def fixture_config() -> EncoderConfig:
+    """recipes/pretrain/arch/tiny.yaml's shape: 1 prenet + 2 main blocks of width 64, 4 heads, 2 tokens."""
+    return EncoderConfig(
+        conv_feature_layers="[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2", embed_dim=64, num_heads=4,
+        mlp_ratio=2.0, prenet_depth=1, depth=2, conv_pos_depth=2, conv_pos_width=10, conv_pos_groups=4,
+        num_utterance_tokens=2, decoder_dim=32, decoder_kernel=3, decoder_layers=2, decoder_groups=4,
+    )
+
+
+def fixture_weights(shapes: Dict[str, Tuple[int, ...]], seed: int) -> Dict[str, np.ndarray]:
+    """float64 weights for every parameter name, from uniform draws of PCG64 keyed by (seed, name):
+    matrices and convs U(+-sqrt(3 / fan_in)), LayerNorm weights U(0.5, 1.5), biases U(+-0.2), ALiBi
+    scales U(0.1, 2) with head 3 at -0.5 (clamped to 0), utterance tokens U(+-1.7) (token 0 too)."""
+    import zlib
+
+    out = {}
+    for name, shape in sorted(shapes.items()):
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        norm = "norm" in name or ".2.1." in name or "project_features.1." in name
+        if name.endswith("alibi_scale"):
+            w = rng.uniform(0.1, 2.0, size=shape)
+            w.reshape(-1)[3] = -0.5
+        elif name.endswith("extra_tokens"):
+            w = rng.uniform(-1.7, 1.7, size=shape)
+        elif norm and name.endswith("weight"):
+            w = rng.uniform(0.5, 1.5, size=shape)
+        elif name.endswith("bias"):
+            w = rng.uniform(-0.2, 0.2, size=shape)
+        else:
+            fan_in = int(np.prod(shape[1:]))
+            w = rng.uniform(-1.0, 1.0, size=shape) * np.sqrt(3.0 / fan_in)
+        out[name] = w
+    return out
+
+
+def fixture_audio(seed: int) -> np.ndarray:
+    """[FIXTURE_SAMPLES] float64: two glides plus uniform noise, normalised like FunASR's inference."""
+    rng = np.random.default_rng([seed, 7])
+    t = np.arange(FIXTURE_SAMPLES) / SR
+    wav = np.sin(2 * np.pi * (120 + 400 * t) * t) + 0.5 * np.sin(2 * np.pi * 310 * t) + rng.uniform(-0.3, 0.3, FIXTURE_SAMPLES)
+    return (wav - wav.mean()) / np.sqrt(wav.var() + 1e-5)
+
+
+def write_fixture(path: str, seed: int) -> int:
+    """FunASR's Emotion2vec in fixture_config()'s shape, fp64, on fixture_audio(): save its features."""
+    import json
+    from dataclasses import asdict
+
+    import funasr
+    from funasr.models.emotion2vec.model import Emotion2vec
+
+    cfg = fixture_config()
+    conf = encoder_to_released_config(cfg, {})
+    problems = check_config(conf, cfg)
+    if problems:
+        print("config differences:\n  " + "\n  ".join(problems))
+        return 2
+    model = Emotion2vec(model_conf=conf)
+    weights = fixture_weights({k: tuple(v.shape) for k, v in model.state_dict().items()}, seed)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    model = model.double().eval()
+    wav = fixture_audio(seed)
+    with torch.no_grad():
+        res = model.extract_features(torch.from_numpy(wav)[None], padding_mask=None)
+    x = res["x"][0].numpy()  # [T, D], utterance tokens removed
+    np.savez_compressed(
+        path, x=x, utt_mean=x.mean(0), seed=seed, config=json.dumps(asdict(cfg), sort_keys=True),
+        audio_checksum=float(np.abs(wav).sum()), weights_checksum=float(sum(np.abs(w).sum() for w in weights.values())),
+        producer=f"FunASR {funasr.__version__} Emotion2vec.extract_features, torch {torch.__version__}, float64",
+    )
+    print(f"wrote {path}: x {x.shape} ({os.path.getsize(path)} bytes), FunASR {funasr.__version__}, "
+          f"{len(weights)} tensors, |x| <= {np.abs(x).max():.2f}")
+    return 0
+
+
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, nargs="+", default=[1.0, 2.37, 5.0],
@@ -423,6 +510,8 @@ def get_parser():
     p.add_argument("--max-seconds", type=float, default=10.0)
     p.add_argument("--repeats", type=int, default=1, help="timed passes per model (best is reported)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--write-fixture", metavar="PATH",
+                   help="only write the fp64 reference features of the tiny fixture model to PATH (.npz)")
     return p
 
 
@@ -432,6 +521,8 @@ def main(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.write_fixture:
+        return write_fixture(args.write_fixture, args.seed)
     transformer.AltAttention.impl = args.attn_impl
     conf, source = load_template(args.template)
     problems = check_config(conf, EncoderConfig())
