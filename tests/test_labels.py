@@ -97,6 +97,21 @@ def test_ravdess_48k_needs_resample_to_and_groups_by_actor(tmp_path):
         run("ravdess", root, tmp_path / "out2")
 
 
+# RAVDESS's published emotion codes (third field of the file name), written out here on their own
+RAVDESS_CODES = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",
+                 "07": "disgust", "08": "surprised"}
+
+
+def test_ravdess_all_eight_emotion_codes(tmp_path):
+    root = tmp_path / "RAVDESS"
+    for code in RAVDESS_CODES:  # speech (02), normal intensity, one actor per code
+        write(root / f"Actor_{code}" / f"03-01-{code}-01-01-01-{code}.wav")
+    _, emo, group, summary = run("ravdess", root, tmp_path / "out")
+    assert emo == list(RAVDESS_CODES.values())
+    assert group == [f"Actor_{code}" for code in RAVDESS_CODES]
+    assert summary["classes"] == {name: 1 for name in RAVDESS_CODES.values()}
+
+
 def test_cremad_groups_by_speaker(tmp_path):
     for name in ("1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1091_TSI_NEU_XX", "1002_MTI_DIS_LO", "1002_WSI_FEA_MD",
                  "1003_ITS_SAD_XX"):
@@ -116,6 +131,17 @@ def test_esd_emotion_folders_speakers_and_transcripts_ignored(tmp_path):
     (root / "0011" / "0011.txt").write_text("0011_000001\tThe nine the eggs.\tNeutral\n", encoding="utf-8")
     _, emo, group, _ = run("esd", root, tmp_path / "out")
     assert emo == ["neutral", "surprise", "angry", "happy"] and group == ["0001", "0001", "0011", "0011"]
+
+
+def test_esd_reads_all_five_emotion_folders(tmp_path):
+    root = tmp_path / "ESD"
+    folders = ("Angry", "Happy", "Neutral", "Sad", "Surprise")  # ESD's five emotion folders
+    for k, folder in enumerate(folders):
+        write(root / "0003" / folder / f"0003_{k:06d}.wav")
+    write(root / "0003" / "Disgust" / "0003_999999.wav")  # not an ESD folder: not read
+    _, emo, group, summary = run("esd", root, tmp_path / "out")
+    assert emo == [f.lower() for f in folders] and group == ["0003"] * 5
+    assert summary["classes"] == {f.lower(): 1 for f in folders}
 
 
 def test_csv_relative_absolute_spaces_bom_and_default_group(tmp_path):
