@@ -35,6 +35,7 @@ setup(
             "e2v-curves = emotion2vec_plugin.downstream.curves:cli_main",
             "e2v-export = emotion2vec_plugin.downstream.export:cli_main",
             "e2v-extract = emotion2vec_plugin.downstream.extract:cli_main",
+            "e2v-predict = emotion2vec_plugin.downstream.predict:cli_main",
             "e2v-demo-corpus = emotion2vec_plugin.demo.corpus:cli_main",
             "e2v-demo-report = emotion2vec_plugin.demo.report:cli_main",
             "e2v-synth-corpus = emotion2vec_plugin.data.synthetic:cli_main",

@@ -135,3 +135,80 @@ def test_two_gloo_processes_stay_in_sync(tmp_path, tones):
     assert scores
     for wa, _, _ in scores:
         assert abs(wa * 18 / 100 - round(wa * 18 / 100)) < 0.01, wa
+
+
+# ------------------------------------------------------------------ export and e2v-predict of the trained classifier
+
+
+def test_export_plugin_and_funasr_keep_head_and_labels(tmp_path, trained):
+    import yaml
+
+    from emotion2vec_plugin.downstream import export
+    from emotion2vec_plugin.downstream.classifier_io import load_classifier
+    from emotion2vec_plugin.downstream.pretrained import ExportFormatError, load_pretrained
+
+    ckpt = trained[0] / "checkpoints" / "checkpoint_best.pt"
+    for fmt in ("plugin", "funasr"):
+        export.main(export.get_parser().parse_args([str(ckpt), "--out", str(tmp_path / fmt), "--format", fmt]))
+    conf = yaml.safe_load((tmp_path / "funasr" / "config.yaml").read_text())
+    assert conf["model"] == "Emotion2vec" and conf["model_conf"]["vocab_size"] == 3
+    assert (tmp_path / "funasr" / "tokens.txt").read_text().split() == ["high", "low", "mid"]
+    assert conf["tokenizer_conf"]["unk_symbol"] in ("high", "low", "mid")  # FunASR requires it in the list
+    wav = torch.randn(1, 9000)
+    logits = []
+    for source in (ckpt, tmp_path / "plugin", tmp_path / "funasr"):
+        model, labels, settings = load_classifier(str(source))
+        assert labels == ["high", "low", "mid"] and settings.normalize
+        with torch.no_grad():
+            logits.append(model(wav))
+    assert torch.equal(logits[0], logits[1]) and torch.equal(logits[0], logits[2])
+    encoder, _ = load_pretrained(str(tmp_path / "plugin"))  # a classifier export still serves e2v-extract
+    assert not hasattr(encoder, "proj")
+    with pytest.raises(ExportFormatError, match="no classifier head: use --format plugin or --format funasr"):
+        export.main(export.get_parser().parse_args([str(ckpt), "--out", str(tmp_path / "e"), "--format", "emotion2vec"]))
+    (tmp_path / "funasr" / "tokens.txt").write_text("high\nlow\nmid\nsad\n")
+    with pytest.raises(ExportFormatError, match="head has 3 outputs but the label list has 4 classes"):
+        load_classifier(str(tmp_path / "funasr"))
+
+
+def test_predict_batched_equals_one_by_one_and_skips_bad_files(tmp_path, tones, trained):
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from emotion2vec_plugin.downstream import predict
+
+    ckpt = str(trained[0] / "checkpoints" / "checkpoint_best.pt")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "garbage.wav").write_bytes(b"RIFF\x00\x00nothing")
+    sf.write(bad / "nan.wav", np.full(8000, np.nan, np.float32), 16000, subtype="FLOAT")
+    sf.write(bad / "short.wav", np.zeros(100, np.float32), 16000)
+    sf.write(bad / "stereo.wav", np.zeros((8000, 2), np.float32), 16000)
+
+    def run(*extra):
+        return predict.main(predict.get_parser().parse_args([ckpt, str(tones / "valid.tsv"), *extra, "--quiet"]))
+
+    one = run("--batch-size", "1", "--out", str(tmp_path / "one.json"), "--labels", str(tones / "valid.emo"))
+    many = run("--batch-size", "8", "--out", str(tmp_path / "many.tsv"))
+    assert one["predicted"] == many["predicted"] == 18 and not one["skipped"]
+    for a, b in zip(one["predictions"], many["predictions"]):
+        assert a["key"] == b["key"] and a["label"] == b["label"]
+        assert max(abs(a["scores"][c] - b["scores"][c]) for c in a["scores"]) < 1e-5  # padding is exact
+        assert abs(sum(a["scores"].values()) - 1) < 1e-5
+    assert one["metrics"]["UA"] >= 0.95 and (tmp_path / "one.confusion.png").stat().st_size > 0
+    assert json.loads((tmp_path / "one.json").read_text())["metrics"]["WA"] == one["metrics"]["WA"]
+    rows = (tmp_path / "many.tsv").read_text().splitlines()
+    assert rows[0] == "key\tlabel\tscore_high\tscore_low\tscore_mid" and len(rows) == 19
+    # a folder with bad files mixed in: each named with its reason, the good ones predicted
+    sf.write(bad / "good.wav", sf.read(tones / "wav" / "valid_low_000.wav", dtype="float32")[0], 16000)
+    res = predict.main(predict.get_parser().parse_args([ckpt, str(bad), "--quiet", "--out", str(tmp_path / "b.json")]))
+    assert [p["key"] for p in res["predictions"]] == ["good.wav"] and res["predictions"][0]["label"] == "low"
+    reasons = "\n".join(res["skipped"])
+    for name, why in (("garbage", "cannot read"), ("nan", "NaN/inf"), ("short", "shorter than the CNN"),
+                      ("stereo", "expected mono")):
+        assert re.search(rf"{name}\.wav.*{why}", reasons), (name, reasons)
+    with pytest.raises(predict.PredictInputError, match=r"valid\.emo has 18 labels for 19 input files"):
+        predict.main(predict.get_parser().parse_args([ckpt, str(tones / "valid.tsv"), str(bad / "good.wav"),
+                                                      "--labels", str(tones / "valid.emo"), "--quiet"]))

@@ -268,3 +268,32 @@ def test_init_from_pretraining_checkpoint_and_bad_layouts(tmp_path):
         Emotion2vecClassifierModel(classifier_cfg(init_from=str(path), depth=3), 3)
     with pytest.raises(ValueError, match="head has 3 classes but the task's label set has 4"):
         Emotion2vecClassifierModel(classifier_cfg(), 4).load_state_dict(model.state_dict())
+
+
+def test_predict_with_an_encoder_export_gives_embeddings_and_asks_for_a_head(tmp_path):
+    import soundfile as sf
+
+    from emotion2vec_plugin.downstream import predict
+    from emotion2vec_plugin.downstream.export import export_plugin
+    from emotion2vec_plugin.downstream.pretrained import load_pretrained
+    from emotion2vec_plugin.modules.config import encoder_config_from
+
+    cfg = tiny_model_cfg()
+    state = {k: v for k, v in Emotion2vecModel(cfg).state_dict().items() if not k.startswith("_ema")}
+    export_plugin(state, encoder_config_from(cfg), {"normalize": True}, {"meta": {}}, str(tmp_path / "enc"))
+    rng = np.random.default_rng(0)
+    for n in (7000, 12000):
+        sf.write(tmp_path / f"u{n}.wav", (0.1 * rng.standard_normal(n)).astype(np.float32), 16000)
+    args = [str(tmp_path / "enc"), str(tmp_path / "u7000.wav"), str(tmp_path / "u12000.wav"), "--quiet",
+            "--batch-size", "2"]
+    res = predict.main(predict.get_parser().parse_args([*args, "--out", str(tmp_path / "e.json")]))
+    assert res["classes"] is None and [len(e["embedding"]) for e in res["embeddings"]] == [64, 64]
+    encoder, _ = load_pretrained(str(tmp_path / "enc"))
+    wav = torch.from_numpy(sf.read(tmp_path / "u7000.wav", dtype="float32")[0])[None]
+    with torch.no_grad():
+        alone = encoder.extract_features(F.layer_norm(wav, wav.shape))["x"].mean(1)[0]
+    got = next(e["embedding"] for e in res["embeddings"] if e["key"].endswith("u7000.wav"))
+    torch.testing.assert_close(torch.tensor(got), alone, rtol=0, atol=1e-5)  # batched with the longer file
+    (tmp_path / "x.emo").write_text("a\nb\n")
+    with pytest.raises(predict.PredictInputError, match="encoder export without a classifier head"):
+        predict.main(predict.get_parser().parse_args([*args, "--labels", str(tmp_path / "x.emo")]))
