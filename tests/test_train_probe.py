@@ -246,3 +246,30 @@ def test_e2v_probe_linear_cli_equals_the_library_and_runs_k_fold_without_groups(
     assert kfold["scheme"] == "k-fold" and len(kfold["folds"]) == 4
     with pytest.raises(probe.ProbeInputError, match="--groups is required"):
         probe.main(probe.get_parser().parse_args([str(tmp_path / "f"), str(tmp_path / "x.emo")]))
+
+
+def test_batched_probe_features_equal_one_by_one_and_teacher_differs_from_student(tmp_path):
+    """The probe's extraction in padded batches of 16 (GPU path) equals one utterance per batch
+    (CPU path); the teacher features go through the EMA teacher, not the student."""
+    import torch
+
+    from emotion2vec_plugin.downstream.training_probe import ProbeSettings, TrainingProbe
+    from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
+    from tests.helpers import tiny_model_cfg
+
+    torch.manual_seed(0)
+    model = Emotion2vecModel(tiny_model_cfg()).eval()
+    with torch.no_grad():  # make the teacher differ from the student, as after some EMA steps
+        for p in model.teacher.module.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    probe = TrainingProbe(ProbeSettings(data=str(write_probe_set(tmp_path / "p", per_class=3)), network="both"))
+    specs = parse_layer_specs("last,mean", model.num_layers)
+    featurize = probe._network_featurizer(model, specs)
+    index1, one = probe._gather(featurize, 400, 1)
+    index16, batched = probe._gather(featurize, 400, 16)
+    assert index1.tolist() == index16.tolist() == list(range(18))
+    assert set(one) == {"last_student", "mean_student", "last_teacher", "mean_teacher"}
+    for key in one:
+        assert one[key].shape == (18, 64)
+        np.testing.assert_allclose(batched[key], one[key], atol=2e-5, rtol=1e-4, err_msg=key)
+    assert np.abs(one["last_teacher"] - one["last_student"]).max() > 1e-2

@@ -142,9 +142,9 @@ class TrainingProbe:
 
     # ------------------------------------------------------------------ features
     def _gather(self, featurize: Callable[[List[np.ndarray]], Dict[str, np.ndarray]],
-                min_samples: int) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+                min_samples: int, max_batch: int) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
         """Features of every usable probe utterance: (kept indices [N'], {key: [N', D]}), the same on
-        every rank. ``featurize`` maps a list of waveforms to {key: [B, D]}."""
+        every rank. ``featurize`` maps a list of (at most ``max_batch``) waveforms to {key: [B, D]}."""
         rank, world = _dist()
         mine = [i for i in range(rank, len(self.data), world)]
         wavs = {i: self.data.audio(i, min_samples) for i in mine}
@@ -152,7 +152,7 @@ class TrainingProbe:
         parts: Dict[str, List[np.ndarray]] = {}
         order: List[int] = []
         max_samples = int(self.s.batch_seconds * self.s.sample_rate)
-        for batch in plan_length_batches([len(wavs[i]) for i in usable], 16, max_samples):
+        for batch in plan_length_batches([len(wavs[i]) for i in usable], max_batch, max_samples):
             idx = [usable[b] for b in batch]
             out = featurize([wavs[i] for i in idx])
             for k, v in out.items():
@@ -244,9 +244,9 @@ class TrainingProbe:
                 f.write(json.dumps(record) + "\n")
         return metrics
 
-    def _probe(self, name: str, update: int, featurize, min_samples: int) -> Dict[str, float]:
+    def _probe(self, name: str, update: int, featurize, min_samples: int, max_batch: int = 16) -> Dict[str, float]:
         t0 = time.monotonic()
-        index, feats = self._gather(featurize, min_samples)
+        index, feats = self._gather(featurize, min_samples, max_batch)
         scored = None
         if _dist()[0] == 0:
             if len(index) == 0:
@@ -267,8 +267,11 @@ class TrainingProbe:
         model.eval()
         try:
             t0 = time.monotonic()
+            # one utterance per batch on CPU (batching is memory-bound there: 10.8 s vs 17.0 s for the
+            # demo's probe set, recipes/RESULTS.md), 16 with exact padding masks on GPU
+            on_cpu = next(model.parameters()).device.type == "cpu"
             metrics = self._probe(self.s.network, update, self._network_featurizer(model, specs),
-                                  self._min_samples(model))
+                                  self._min_samples(model), 1 if on_cpu else 16)
             seconds = time.monotonic() - t0
         finally:
             model.train(was_training)
