@@ -28,6 +28,9 @@ from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig, Emoti
 from emotion2vec_plugin.modules.masking import compute_span_mask
 from tests.reference_data2vec import data2vec_config, data2vec_state, load_data2vec
 
+# fairseq's data2vec2.py calls Module.state_dict with positional arguments
+pytestmark = pytest.mark.filterwarnings("ignore:Positional args are being deprecated")
+
 NARROW_E2V = dict(
     conv_feature_layers="[(128, 10, 5)] + [(128, 3, 2)] * 4 + [(128, 2, 2)] * 2",
     embed_dim=192, num_heads=12, mlp_ratio=4.0, prenet_depth=4, depth=8, conv_pos_depth=5, conv_pos_width=95,
