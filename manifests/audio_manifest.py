@@ -33,6 +33,8 @@ import random
 from collections import Counter
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+from emotion2vec_plugin.cli import run_main
+
 from .audio_info import (NEEDS_RESAMPLING, REASONS, TARGET_RATE, TOO_LONG, TOO_SHORT, UNSUPPORTED, Probe, convert,
                          frames_at_target, inspect, map_chunked)
 
@@ -369,15 +371,13 @@ def format_summary(s: Dict[str, object]) -> str:
             f"  skipped files and reasons: {s['skipped_list']}")
 
 
-def cli_main() -> None:
-    """Console script ``e2v-manifest``."""
+def cli_main(argv: Optional[List[str]] = None) -> None:
+    """Console script ``e2v-manifest``: bad input is one ``e2v-manifest: error: ...`` line and exit 2."""
     # force=True: importing fairseq elsewhere may already have set the root logger up at DEBUG
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
-    args = get_parser().parse_args()
-    try:
-        summary = main(args)
-    except (ManifestToolError, OSError) as e:  # OSError: writing under --dest or --resample-to failed
-        raise SystemExit(f"e2v-manifest: error: {e}") from None
+    args = get_parser().parse_args(argv)
+    # OSError (handled by run_main too): writing under --dest or --resample-to failed
+    summary = run_main("e2v-manifest", main, args, (ManifestToolError,))
     print(format_summary(summary))
 
 

@@ -34,11 +34,15 @@ unless ``--resample-to OUT`` is given (then converted as by ``e2v-manifest``).
 
 import argparse
 import csv
+import io
 import logging
 import os
 import re
 from collections import Counter
-from typing import Callable, Dict, List, NamedTuple
+from typing import Callable, Dict, List, NamedTuple, Optional
+
+from emotion2vec_plugin.cli import run_main
+from emotion2vec_plugin.data.manifest import TextFileError, read_utf8
 
 from .audio_manifest import ManifestToolError, check_files, summarise, write_manifest, write_skipped
 
@@ -171,11 +175,19 @@ def esd(root: str) -> List[Item]:
 def from_csv(path: str) -> List[Item]:
     """A CSV with the header ``path,label[,group]``; relative paths are relative to the CSV's folder."""
     if not os.path.isfile(path):
-        raise LabelError(f"{path} does not exist; for the csv dataset ROOT is the CSV file itself "
+        state = "is a directory" if os.path.isdir(path) else "does not exist"
+        raise LabelError(f"{path} {state}; for the csv dataset ROOT is the CSV file itself "
                          f"(header path,label[,group])")
     base = os.path.dirname(os.path.abspath(path))
     items: List[Item] = []
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM from a spreadsheet export
+    try:
+        text = read_utf8(path, "CSV file (header path,label[,group])")  # drops a BOM from a spreadsheet export
+    except TextFileError as e:
+        raise LabelError(str(e)) from None
+    if "\x00" in text:
+        raise LabelError(f"{path}: holds NUL bytes, so it is not a CSV text file (header path,label[,group]); "
+                         f"check that this is the right file")
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         header = [h.strip().lower() for h in next(reader, [])]
         if "path" not in header or "label" not in header:
@@ -293,14 +305,11 @@ def format_summary(s: Dict[str, object]) -> str:
             f"  wrote {', '.join(s['outputs'])}")
 
 
-def cli_main() -> None:
-    """Console script ``e2v-labels``."""
+def cli_main(argv: Optional[List[str]] = None) -> None:
+    """Console script ``e2v-labels``: bad input is one ``e2v-labels: error: ...`` line and exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
-    args = get_parser().parse_args()
-    try:
-        summary = main(args)
-    except (LabelError, OSError) as e:  # OSError: writing under --dest or --resample-to failed
-        raise SystemExit(f"e2v-labels: error: {e}") from None
+    args = get_parser().parse_args(argv)
+    summary = run_main("e2v-labels", main, args, (LabelError,))  # OSError too: writing under --dest failed
     print(format_summary(summary))
 
 

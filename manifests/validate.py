@@ -16,6 +16,7 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
+from emotion2vec_plugin.cli import run_main
 from emotion2vec_plugin.data.manifest import Manifest, ManifestError, read_manifest
 
 from .audio_info import TARGET_RATE, inspect, map_chunked
@@ -85,11 +86,15 @@ def main(args: argparse.Namespace) -> List[str]:
     return problems
 
 
-def cli_main() -> int:
-    """Console script ``e2v-validate-manifest``: exit 1 and list problems, or print OK lines."""
+def cli_main(argv: Optional[List[str]] = None) -> int:
+    """Console script ``e2v-validate-manifest``: exit 1 and list problems, or print OK lines.
+
+    A manifest that cannot be parsed at all (binary, another encoding, a directory) is one
+    problem ``path[:line]: ...``; an unreadable input (OSError) is one ``error:`` line, exit 2.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
-    args = get_parser().parse_args()
-    problems = main(args)
+    args = get_parser().parse_args(argv)
+    problems = run_main("e2v-validate-manifest", main, args)
     if problems:
         shown = problems[: max(args.limit, 1)]
         print("\n".join(shown), file=sys.stderr)

@@ -20,6 +20,8 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn as nn
 
+from .safe_load import load_checkpoint
+
 logger = logging.getLogger(__name__)
 
 PRENET = "modality_encoders.AUDIO.context_encoder.blocks."
@@ -36,15 +38,19 @@ class CheckpointMismatchError(KeyError):
         return str(self.args[0])
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """The model state dict of a fairseq checkpoint (``state['model']``), a FunASR ``model.pt`` or a bare dict."""
-    # fairseq checkpoints pickle omegaconf configs, so weights_only=True cannot read them;
-    # init checkpoints are files the user chose to trust.
-    state = torch.load(path, map_location="cpu", weights_only=False)
+def read_state_dict(path: str, trust: bool = False) -> Dict[str, torch.Tensor]:
+    """The model state dict of a fairseq checkpoint (``state['model']``), a FunASR ``model.pt`` or a bare dict.
+
+    Read by :func:`~.safe_load.load_checkpoint` (``weights_only=True`` plus fairseq's config
+    classes; ``trust=True`` unpickles everything after a warning).
+    """
+    state = load_checkpoint(path, trust=trust)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    if not isinstance(state, dict) or not state:
-        raise CheckpointMismatchError(f"{path}: no model state dict found (expected a fairseq checkpoint or a dict of tensors)")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, (torch.Tensor, dict)) for v in state.values()):
+        got = f"a dict with keys {sorted(map(str, state))[:5]}" if isinstance(state, dict) else type(state).__name__
+        raise CheckpointMismatchError(f"{path}: no model state dict found (expected a fairseq checkpoint with a "
+                                      f"'model' dict of tensors, or a dict of tensors; got {got})")
     return state
 
 
@@ -83,12 +89,13 @@ def map_state_dict(source: Dict[str, torch.Tensor], target_keys: List[str], pren
     return mapped, fresh
 
 
-def load_student_weights(path: str, model: nn.Module) -> Dict[str, torch.Tensor]:
+def load_student_weights(path: str, model: nn.Module, trust: bool = False) -> Dict[str, torch.Tensor]:
     """Read ``path`` and return a full state dict for ``model.load_state_dict`` (fresh entries
-    filled with the model's current values), logging what was initialised fresh."""
+    filled with the model's current values), logging what was initialised fresh. ``trust``: see
+    :func:`read_state_dict`."""
     own = model.state_dict()
     prenet_depth = len(model.audio.context_encoder.blocks)
-    mapped, fresh = map_state_dict(read_state_dict(path), list(own), prenet_depth, origin=path)
+    mapped, fresh = map_state_dict(read_state_dict(path, trust), list(own), prenet_depth, origin=path)
     shape_errors = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                     for k, v in mapped.items() if v.shape != own[k].shape]
     if shape_errors:

@@ -24,6 +24,32 @@ class AudioReadError(RuntimeError):
     """An utterance that cannot be used; the message names manifest:line and the file."""
 
 
+class TextFileError(ValueError):
+    """A text input (manifest, labels, lengths) that is not a readable UTF-8 file; names path(:line)."""
+
+
+def read_utf8(path: str, what: str = "text file", fix: str = "re-save it as UTF-8, or check that this is the right file") -> str:
+    """The text of ``path`` decoded as UTF-8 (a BOM is dropped).
+
+    Raises:
+        TextFileError: ``path`` is a directory, or holds bytes that are not UTF-8 (random
+            bytes, UTF-16, Latin-1): the message gives ``path:line``, the byte and the fix.
+    """
+    if os.path.isdir(path):
+        raise TextFileError(f"{path}: is a directory, expected a {what}")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
+        kind = "UTF-16 text (it starts with a UTF-16 byte-order mark)" if utf16 else "not UTF-8 text"
+        raise TextFileError(
+            f"{path}:{line}: expected a UTF-8 {what}, got {kind}: byte 0x{data[e.start]:02x} at offset {e.start} "
+            f"({e.reason}); {fix}") from None
+
+
 @dataclass
 class Manifest:
     """A parsed manifest.
@@ -64,13 +90,19 @@ def read_manifest(path: str, check_root: bool = True) -> Manifest:
         ManifestError: empty file, missing root, a line without ``<TAB>num_samples``, a
             non-integer or non-positive length. The message gives ``path:line`` and the line.
     """
+    if os.path.isdir(path):
+        raise ManifestError(f"{path}: is a directory, expected a manifest file such as "
+                            f"{os.path.join(path, 'train.tsv')}")
     if not os.path.isfile(path):
         raise ManifestError(
             f"manifest {path!r} does not exist; write one with `e2v-manifest AUDIO_ROOT --dest DIR` "
             f"or point task.data at the folder holding <subset>.tsv"
         )
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    try:
+        lines = read_utf8(path, "manifest (root on line 1, then 'relpath<TAB>num_samples' lines)",
+                          "rebuild it with e2v-manifest, or check that this is the right file").splitlines()
+    except TextFileError as e:
+        raise ManifestError(str(e)) from None
     if not lines or not lines[0].strip():
         raise ManifestError(
             f"{path}:1: expected the audio root directory on line 1, found an empty line/file"

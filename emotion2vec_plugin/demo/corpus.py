@@ -32,13 +32,15 @@ import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
 from tqdm import tqdm
+
+from ..cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +164,8 @@ def get_parser() -> argparse.ArgumentParser:
 def main(args) -> Dict[str, object]:
     if not 1 < args.speakers <= len(VOICES):
         raise ValueError(f"--speakers {args.speakers}: need 2..{len(VOICES)} (leave-one-speaker-out folds)")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"{args.out}: is a file, expected the output folder")
     use_espeak = espeak_available() and not args.force_fallback
     if not use_espeak:
         logger.warning("espeak-ng not found (or --force-fallback): using the NUMPY FALLBACK corpus of tone bursts; "
@@ -180,11 +184,11 @@ def main(args) -> Dict[str, object]:
             "labelled": len(rows), "hours": sum(lengths) / SAMPLE_RATE / 3600}
 
 
-def cli_main() -> None:
+def cli_main(argv: Optional[List[str]] = None) -> None:
     # force: importing fairseq already configured the root logger at DEBUG
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
-    args = get_parser().parse_args()
-    summary = main(args)
+    args = get_parser().parse_args(argv)
+    summary = run_main("e2v-demo-corpus", main, args, (ValueError,))
     print(f"e2v-demo-corpus: {summary['utterances']} utterances ({summary['labelled']} labelled, "
           f"{summary['hours'] * 60:.1f} min of audio) with {summary['engine']} in {args.out}")
 

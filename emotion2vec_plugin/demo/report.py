@@ -16,6 +16,8 @@ import os
 import re
 from typing import Dict, List, Optional
 
+from ..cli import run_main
+
 FEATURES = {
     "pretrained": "emotion2vec (pretrained here)",
     "random": "same architecture, random weights",
@@ -27,8 +29,11 @@ METRICS = ("WA", "UA", "WF1")
 def load_probe(path: str) -> Optional[dict]:
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}: not an e2v-probe results file ({e}); re-run stage 6 (e2v-probe)") from None
 
 
 def read_timings(path: str) -> Dict[str, int]:
@@ -192,11 +197,11 @@ def main(args) -> dict:
     return report
 
 
-def cli_main() -> None:
+def cli_main(argv: Optional[List[str]] = None) -> None:
     # force: importing fairseq (through the package) configured the root logger at DEBUG
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
-    args = get_parser().parse_args()
-    report = main(args)
+    args = get_parser().parse_args(argv)
+    report = run_main("e2v-demo-report", main, args, (ValueError,))  # one line, exit 2 (cli.py)
     print(format_table(report))
     print(f"\nverdict: {report['verdict']}")
     for variant, items in report["paired"].items():

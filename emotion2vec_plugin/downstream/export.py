@@ -21,10 +21,12 @@ import json
 import logging
 import os
 from dataclasses import asdict
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from ..checkpoint.safe_load import CheckpointReadError
+from ..cli import run_main
 from ..modules.config import EncoderConfig
 from ..modules.encoder import Emotion2vecEncoder
 from .pretrained import (PLUGIN_CONFIG, PLUGIN_WEIGHTS, ExportFormatError, _plain, encoder_to_released_config,
@@ -37,9 +39,13 @@ TRAINING_KEYS = ("average_top_k_layers", "clone_batch", "ema_decay", "ema_end_de
                  "min_target_var", "min_pred_var", "utterance_mode", "mask_prob", "mask_prob_adjust", "mask_length")
 
 
-def read_training_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], EncoderConfig, Dict[str, Any], Dict[str, Any]]:
-    """Student weights (teacher removed), encoder config, training settings and the full cfg dict."""
-    ckpt, cfg, enc = read_fairseq_checkpoint(path)
+def read_training_checkpoint(path: str, trust: bool = False
+                             ) -> Tuple[Dict[str, torch.Tensor], EncoderConfig, Dict[str, Any], Dict[str, Any]]:
+    """Student weights (teacher removed), encoder config, training settings and the full cfg dict.
+
+    ``trust``: unpickle without the weights-only restriction (checkpoint/safe_load.py).
+    """
+    ckpt, cfg, enc = read_fairseq_checkpoint(path, trust)
     model_cfg = dict(_plain(cfg.get("model")) or {})
     training = {k: model_cfg[k] for k in TRAINING_KEYS if k in model_cfg}
     task_cfg = _plain(cfg.get("task")) or {}
@@ -114,6 +120,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="plugin",
                    help="plugin: safetensors + json, no fairseq needed; emotion2vec: released fairseq layout; "
                         "funasr: config.yaml + model.pt for FunASR")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="unpickle the checkpoint without restriction (runs any code it holds); by default only "
+                        "tensors, containers and fairseq's omegaconf configs are loaded")
     return p
 
 
@@ -123,7 +132,7 @@ def main(args) -> str:
     classifier = maybe_export_classifier(args)
     if classifier is not None:
         return classifier
-    state, enc, training, extra = read_training_checkpoint(args.checkpoint)
+    state, enc, training, extra = read_training_checkpoint(args.checkpoint, getattr(args, "trust_checkpoint", False))
     if getattr(args, "random_init", None) is not None:
         torch.manual_seed(args.random_init)
         state = Emotion2vecEncoder(enc).state_dict()
@@ -131,14 +140,11 @@ def main(args) -> str:
     return EXPORTERS[args.format](state, enc, training, extra, args.out)
 
 
-def cli_main() -> None:
+def cli_main(argv: Optional[List[str]] = None) -> None:
     # force: importing fairseq already configured the root logger at DEBUG
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
-    args = get_parser().parse_args()
-    try:
-        where = main(args)
-    except ExportFormatError as e:
-        raise SystemExit(f"e2v-export: {e}")
+    args = get_parser().parse_args(argv)
+    where = run_main("e2v-export", main, args, (ExportFormatError, CheckpointReadError))
     print(f"exported {args.checkpoint} as {args.format} to {where}")
 
 

@@ -25,10 +25,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..checkpoint.safe_load import CheckpointReadError
+from ..cli import run_main
 from ..data.manifest import AudioReadError, ManifestError, first_missing_files, read_manifest, read_mono
 from ..modules.encoder import Emotion2vecEncoder, normalize_waveform
 from .features import save_stacked
-from .pretrained import load_pretrained
+from .pretrained import ExportFormatError, load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +124,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="unpickle a checkpoint MODEL without restriction (runs any code it holds); by default only "
+                        "tensors, containers and fairseq's omegaconf configs are loaded")
     return p
 
 
@@ -137,7 +142,7 @@ def main(args) -> dict:
         def featurize(wavs):
             return fbank_features(wavs, args.granularity)
     else:
-        model, settings = load_pretrained(args.model, args.device)
+        model, settings = load_pretrained(args.model, args.device, getattr(args, "trust_checkpoint", False))
         sample_rate, layers = settings.sample_rate, select_layers(model.num_layers, args.layers)
 
         def featurize(wavs):
@@ -179,14 +184,13 @@ def write_stacked(paths: Sequence[str], prefix: str) -> str:
     return prefix
 
 
-def cli_main() -> None:
+def cli_main(argv: Optional[List[str]] = None) -> None:
     # force: importing fairseq already configured the root logger at DEBUG
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
-    args = get_parser().parse_args()
-    try:
-        result = main(args)
-    except (ManifestError, AudioReadError, ValueError) as e:
-        raise SystemExit(f"e2v-extract: {e}")
+    args = get_parser().parse_args(argv)
+    # ValueError: --layers out of range (select_layers)
+    result = run_main("e2v-extract", main, args, (ManifestError, AudioReadError, ExportFormatError, CheckpointReadError,
+                                                  ValueError))
     print(f"e2v-extract: {result}")
 
 

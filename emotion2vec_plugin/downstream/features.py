@@ -25,6 +25,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..data.manifest import TextFileError, read_utf8
+
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.tsv"
@@ -153,19 +155,19 @@ def _load_stacked(prefix: str, expected_utterances: Optional[int]) -> FeatureSet
         logger.info("%s: no lengths file, reading %d rows as utterance-level vectors", npy, rows)
         return FeatureSet(npy, matrix.shape[1], np.ones(rows, dtype=np.int64), matrix=matrix)
     lengths = []
-    with open(lengths_path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            text = line.strip()
-            try:
-                n = int(text)
-            except ValueError:
-                n = -1
-            if n < 1:
-                raise FeatureFormatError(
-                    f"{lengths_path}:{lineno}: expected a positive frame count, got {text!r}; "
-                    + ("an utterance with 0 frames is too short for the model: drop it from the manifest, labels "
-                       "and groups, and re-extract" if n == 0 else "the file is damaged: re-run e2v-extract"))
-            lengths.append(n)
+    for lineno, line in enumerate(_read_text(lengths_path, "lengths file (one frame count per line)").splitlines(),
+                                  start=1):
+        text = line.strip()
+        try:
+            n = int(text)
+        except ValueError:
+            n = -1
+        if n < 1:
+            raise FeatureFormatError(
+                f"{lengths_path}:{lineno}: expected a positive frame count, got {text!r}; "
+                + ("an utterance with 0 frames is too short for the model: drop it from the manifest, labels "
+                   "and groups, and re-extract" if n == 0 else "the file is damaged: re-run e2v-extract"))
+        lengths.append(n)
     if not lengths:
         raise FeatureFormatError(f"{lengths_path}: empty (expected one frame count per utterance); re-run e2v-extract")
     cum = np.cumsum(lengths)
@@ -188,8 +190,7 @@ def _load_directory(directory: str) -> FeatureSet:
     names: List[str] = []
     seen = {}
     first: Optional[Tuple[int, str, int]] = None  # (line, file, dim) of the first utterance, for dim errors
-    with open(index, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    lines = _read_text(index, "features index ('utt_id<TAB>file.npy' lines)").split("\n")
     while lines and not lines[-1].strip():  # trailing newline(s) only; a blank line inside is an error
         lines.pop()
     for lineno, line in enumerate(lines, start=1):
@@ -226,6 +227,13 @@ def _load_directory(directory: str) -> FeatureSet:
     if not arrays:
         raise FeatureFormatError(f"{index}: lists no utterances (expected one 'utt_id<TAB>file.npy' line each)")
     return FeatureSet(index, first[2], np.array([len(a) for a in arrays]), arrays=arrays, names=names)
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        return read_utf8(path, what, "re-run e2v-extract, or check that this is the right file")
+    except TextFileError as e:
+        raise FeatureFormatError(str(e)) from None
 
 
 def save_stacked(arrays: Sequence[np.ndarray], prefix: str) -> Tuple[str, str]:

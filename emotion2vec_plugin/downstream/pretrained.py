@@ -8,6 +8,8 @@ Accepted sources (all end up as an :class:`Emotion2vecEncoder` in eval mode, no 
   emotion2vec checkpoint (``cfg.model._name = data2vec_multi``).
 
 Required keys are checked: a missing or unexpected weight is an error naming the file and the key.
+Checkpoint files are read by :func:`emotion2vec_plugin.checkpoint.safe_load.load_checkpoint`
+(``weights_only=True``, fairseq's config classes allowed; ``trust=True`` to unpickle anything).
 """
 
 import json
@@ -18,6 +20,7 @@ from typing import Any, Dict, Tuple
 
 import torch
 
+from ..checkpoint.safe_load import load_checkpoint
 from ..modules.config import EncoderConfig, encoder_config_from
 from ..modules.encoder import Emotion2vecEncoder
 
@@ -156,19 +159,24 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def load_pretrained(path: str, device: str = "cpu") -> Tuple[Emotion2vecEncoder, InferenceSettings]:
-    """Load any supported export or checkpoint (see module docstring) for feature extraction."""
+def load_pretrained(path: str, device: str = "cpu", trust: bool = False) -> Tuple[Emotion2vecEncoder, InferenceSettings]:
+    """Load any supported export or checkpoint (see module docstring) for feature extraction.
+
+    ``trust``: unpickle checkpoint files without the weights-only restriction (see
+    :func:`~emotion2vec_plugin.checkpoint.safe_load.load_checkpoint`).
+    """
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, PLUGIN_CONFIG)):
             model, settings = _load_plugin_dir(path)
         elif os.path.isfile(os.path.join(path, "config.yaml")):
-            model, settings = _load_funasr_dir(path)
+            model, settings = _load_funasr_dir(path, trust)
         else:
-            raise ExportFormatError(f"{path}: neither {PLUGIN_CONFIG} (plugin export) nor config.yaml (FunASR) found")
+            raise ExportFormatError(f"{path}: a folder without {PLUGIN_CONFIG} (plugin export) or config.yaml (FunASR); "
+                                    f"expected an e2v-export folder or a checkpoint file")
     elif os.path.isfile(path):
-        model, settings = _load_checkpoint(path)
+        model, settings = _load_checkpoint(path, trust)
     else:
-        raise ExportFormatError(f"{path} does not exist")
+        raise ExportFormatError(f"{path} does not exist; expected an e2v-export folder or a checkpoint file")
     return model.to(device), settings
 
 
@@ -176,8 +184,7 @@ def _load_plugin_dir(path: str) -> Tuple[Emotion2vecEncoder, InferenceSettings]:
     from safetensors.torch import load_file
 
     cfg_path = os.path.join(path, PLUGIN_CONFIG)
-    with open(cfg_path, encoding="utf-8") as f:
-        meta = json.load(f)
+    meta = _read_config(cfg_path, lambda f: json.load(f), "JSON")
     for key in ("encoder", "inference"):
         if key not in meta:
             raise ExportFormatError(f"{cfg_path}: required key {key!r} missing")
@@ -187,44 +194,77 @@ def _load_plugin_dir(path: str) -> Tuple[Emotion2vecEncoder, InferenceSettings]:
     weights = os.path.join(path, PLUGIN_WEIGHTS)
     if not os.path.isfile(weights):
         raise ExportFormatError(f"{path}: {PLUGIN_WEIGHTS} missing")
-    model = build_encoder(EncoderConfig(**meta["encoder"]), load_file(weights), weights)
+    try:
+        state = load_file(weights)
+    except Exception as e:  # noqa: BLE001  safetensors raises its own SafetensorError (not an OSError/ValueError)
+        raise ExportFormatError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e}); re-run "
+                                f"e2v-export") from None
+    model = build_encoder(EncoderConfig(**meta["encoder"]), state, weights)
     return model, InferenceSettings(**meta["inference"])
 
 
-def _load_funasr_dir(path: str) -> Tuple[Emotion2vecEncoder, InferenceSettings]:
+def _read_config(cfg_path: str, parse, kind: str) -> Dict[str, Any]:
+    """A config file parsed by ``parse(file)`` as a dict; unreadable text or syntax is an error naming the file."""
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            conf = parse(f)
+    except UnicodeDecodeError as e:
+        raise ExportFormatError(f"{cfg_path}: not UTF-8 text (byte {e.start}: {e.reason}); expected the {kind} file "
+                                f"e2v-export writes") from None
+    except ValueError as e:  # json.JSONDecodeError and yaml.YAMLError (re-raised below) name line and column
+        raise ExportFormatError(f"{cfg_path}: not valid {kind} ({e}); re-export or restore the file") from None
+    if not isinstance(conf, dict):
+        raise ExportFormatError(f"{cfg_path}: expected a {kind} mapping at the top, got {type(conf).__name__}")
+    return conf
+
+
+def _load_funasr_dir(path: str, trust: bool = False) -> Tuple[Emotion2vecEncoder, InferenceSettings]:
     import yaml
 
+    def parse_yaml(f):
+        try:
+            return yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(" ".join(str(e).split())) from None
+
     cfg_path = os.path.join(path, "config.yaml")
-    with open(cfg_path, encoding="utf-8") as f:
-        conf = yaml.safe_load(f)
+    conf = _read_config(cfg_path, parse_yaml, "YAML")
     if "model_conf" not in conf:
         raise ExportFormatError(f"{cfg_path}: required key 'model_conf' missing")
     weights = os.path.join(path, "model.pt")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = load_checkpoint(weights, trust)
+    if not isinstance(state, dict):
+        raise ExportFormatError(f"{weights}: expected a dict of weights, got {type(state).__name__}")
     state = state.get("model", state)
     cfg = EncoderConfig(**released_to_encoder_fields(conf["model_conf"]))
     return build_encoder(cfg, state, weights), InferenceSettings(normalize=bool(conf["model_conf"].get("normalize", True)))
 
 
-def read_fairseq_checkpoint(path: str) -> Tuple[Dict[str, Any], Dict[str, Any], EncoderConfig]:
-    """(checkpoint dict, plain cfg dict, encoder config) of one of ours or a released emotion2vec checkpoint."""
-    # fairseq checkpoints pickle omegaconf objects: weights_only=True cannot read them
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ExportFormatError(f"{path}: not a fairseq checkpoint (no 'model' entry)")
+def read_fairseq_checkpoint(path: str, trust: bool = False) -> Tuple[Dict[str, Any], Dict[str, Any], EncoderConfig]:
+    """(checkpoint dict, plain cfg dict, encoder config) of one of ours or a released emotion2vec checkpoint.
+
+    Read with :func:`~emotion2vec_plugin.checkpoint.safe_load.load_checkpoint` (``trust``: see there).
+    """
+    ckpt = load_checkpoint(path, trust)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        got = f"a dict with keys {sorted(map(str, ckpt))[:6]}" if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ExportFormatError(f"{path}: not a fairseq checkpoint (expected a dict with a 'model' state dict and a "
+                                f"'cfg', got {got})")
     cfg = _plain(ckpt.get("cfg")) or {}
-    model_cfg = dict(_plain(cfg.get("model")) or {})
+    model_cfg = dict(_plain(cfg.get("model")) or {}) if isinstance(cfg, dict) else {}
     if model_cfg.get("_name") == "data2vec_multi" or "modalities" in model_cfg:
         enc = EncoderConfig(**released_to_encoder_fields(model_cfg))
     elif model_cfg.get("_name") == "emotion2vec":
         enc = encoder_config_from(model_cfg)
     else:
-        raise ExportFormatError(f"{path}: cfg.model._name={model_cfg.get('_name')!r}; expected emotion2vec or data2vec_multi")
+        raise ExportFormatError(f"{path}: a checkpoint of another model (cfg.model._name={model_cfg.get('_name')!r}); "
+                                f"expected an emotion2vec training checkpoint or a released emotion2vec / data2vec 2.0 "
+                                f"(data2vec_multi) checkpoint")
     return ckpt, cfg, enc
 
 
-def _load_checkpoint(path: str) -> Tuple[Emotion2vecEncoder, InferenceSettings]:
-    ckpt, cfg, enc = read_fairseq_checkpoint(path)
+def _load_checkpoint(path: str, trust: bool = False) -> Tuple[Emotion2vecEncoder, InferenceSettings]:
+    ckpt, cfg, enc = read_fairseq_checkpoint(path, trust)
     model_cfg, task_cfg = _plain(cfg.get("model")) or {}, _plain(cfg.get("task")) or {}
     settings = InferenceSettings(normalize=bool(task_cfg.get("normalize", model_cfg.get("normalize", True))),
                                  sample_rate=int(task_cfg.get("sample_rate", 16000)))

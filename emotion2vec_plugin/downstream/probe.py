@@ -58,6 +58,8 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_m
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from ..cli import COMMON_INPUT_ERRORS, describe, fail
+from ..data.manifest import TextFileError, read_utf8
 from .features import FeatureFormatError, FeatureSet, FeaturesLike, as_feature_set, load_features
 
 logger = logging.getLogger(__name__)
@@ -408,9 +410,12 @@ def read_column_file(path: str, what: str) -> List[str]:
     columns, or a layout that changes within the file is an error naming the line."""
     one = what[:-1]  # "labels" -> "label"
     if not os.path.isfile(path):
-        raise ProbeInputError(f"{what} file {path} does not exist (expected one {one} per line)")
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+        state = "is a directory" if os.path.isdir(path) else "does not exist"
+        raise ProbeInputError(f"{what} file {path} {state} (expected one {one} per line)")
+    try:
+        lines = read_utf8(path, f"{what} file (one {one} per line)").split("\n")
+    except TextFileError as e:
+        raise ProbeInputError(str(e)) from None
     while lines and not lines[-1].strip():
         lines.pop()
     values, columns = [], None
@@ -650,8 +655,8 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
     try:
         with logging_redirect_tqdm():  # per-fold log lines above the progress bar, not through it
             result = main(args)
-    except (ProbeInputError, FeatureFormatError) as e:
-        raise SystemExit(f"e2v-probe: error: {e}") from None
+    except (ProbeInputError, FeatureFormatError, *COMMON_INPUT_ERRORS) as e:  # one line, exit 2 (cli.py)
+        raise fail("e2v-probe", describe(e)) from None
     print(format_linear_table(result) if result.get("probe") == "linear" else format_table(result))
     sys.stdout.flush()
 

@@ -89,6 +89,12 @@ class Emotion2vecConfig(FairseqDataclass, EncoderConfig):
             "data2vec 2.0 audio checkpoint, or one of ours; keys are mapped explicitly (checkpoint/convert.py)"
         },
     )
+    trust_checkpoint: bool = field(
+        default=False,
+        metadata={"help": "read init_from with a full unpickle (runs any code the file holds) instead of "
+                          "weights_only with fairseq's config classes allowed (checkpoint/safe_load.py); only for "
+                          "files from a source you trust"},
+    )
     seed: int = II("common.seed")
 
 
@@ -140,7 +146,7 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
         self.teacher.copy_from(dict(self.named_parameters()))
         tag_no_decay_parameters(self)
         if cfg.init_from:
-            self.load_state_dict(load_student_weights(cfg.init_from, self), strict=True)
+            self.load_state_dict(load_student_weights(cfg.init_from, self, cfg.trust_checkpoint), strict=True)
 
     @classmethod
     def build_model(cls, cfg: Emotion2vecConfig, task=None) -> "Emotion2vecModel":

@@ -18,6 +18,7 @@ from ..data.audio_dataset import Emotion2vecAudioDataset
 from ..data.corpus_mix import WeightedCorpusMix
 from ..data.manifest import ManifestError, first_missing_files, read_manifest
 from ..modules.config import parse_conv_layers
+from .startup_checks import checked_load_dataset, report_input_errors, run_startup_checks
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +109,14 @@ class Emotion2vecPretrainingTask(FairseqTask):
         save_dir = cfg.get("save_dir")  # fairseq passes a DictConfig
         if rank == 0 and save_dir and cfg.get("restore_file") == "checkpoint_last.pt":
             repair_last_checkpoint(save_dir)
+        run_startup_checks(cfg)  # settings that would die deep inside fairseq (startup_checks.py)
         return cls(cfg)
 
+    def build_model(self, cfg, from_checkpoint=False):
+        with report_input_errors():  # a bad model.init_from checkpoint is one line (startup_checks.py)
+            return super().build_model(cfg, from_checkpoint)
+
+    @checked_load_dataset  # bad manifests as one line; batches must hold the longest crop (startup_checks.py)
     def load_dataset(self, split: str, epoch: int = 1, **kwargs) -> None:
         folders = split_data_paths(str(self.cfg.data))
         training = split == self.cfg.get("train_subset", "train")
