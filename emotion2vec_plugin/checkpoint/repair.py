@@ -11,14 +11,19 @@ import glob
 import logging
 import os
 import shutil
-import zipfile
 from typing import Optional
+
+from .safe_load import CheckpointReadError, check_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
 
 def is_intact(path: str) -> bool:
-    return os.path.getsize(path) > 0 and zipfile.is_zipfile(path)
+    """A complete torch zip checkpoint (the file checks of :func:`.safe_load.check_checkpoint_file`)."""
+    try:
+        return check_checkpoint_file(path) == "zip"
+    except CheckpointReadError:
+        return False
 
 
 def repair_last_checkpoint(save_dir: str, name: str = "checkpoint_last.pt") -> Optional[str]:

@@ -27,7 +27,7 @@ import pickle
 import re
 import typing
 import zipfile
-from typing import Any, Dict, List
+from typing import Any, List
 
 import torch
 
@@ -155,10 +155,3 @@ def _first_line(e: BaseException) -> str:
 def _weights_only_reason(e: BaseException) -> str:
     m = re.search(r"WeightsUnpickler error: ([^\n]*)", str(e))
     return m.group(1).strip() if m else _first_line(e)
-
-
-def checkpoint_summary(state: Any) -> Dict[str, Any]:
-    """What kind of object a checkpoint held, for messages: type and top-level keys."""
-    if isinstance(state, dict):
-        return {"type": "dict", "keys": sorted(map(str, state))[:8]}
-    return {"type": type(state).__name__}

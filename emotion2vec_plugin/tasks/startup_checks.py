@@ -25,8 +25,10 @@ How errors reach the user: under ``fairseq-hydra-train`` hydra prints the traceb
 ``Exception`` from the job and then a hint line (``hydra/_internal/utils.py: run_and_report``).
 Inside a hydra job, :func:`report_input_errors` therefore turns the input errors of the start-up
 checks (:class:`TrainingInputError`), of dataset loading (manifest, audio) and of
-``model.init_from`` (checkpoint) into ``SystemExit("emotion2vec: error: ...")``, which neither
-hydra nor fairseq catch: the log ends with that one line, exit status 1. Outside hydra (tests,
+``model.init_from`` (checkpoint) into ``SystemExit("emotion2vec: error: ...")``: hydra does not
+catch it and fairseq re-raises it (unless ``common.suppress_crashes``, which logs it as
+"Crashed!" and exits 0, as for any error): the log ends with that one line, exit status 1.
+Outside hydra (tests,
 ``fairseq-train``) and with ``E2V_TRACEBACK=1`` or ``HYDRA_FULL_ERROR=1`` the original exception
 propagates, with its type and traceback.
 """
