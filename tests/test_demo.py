@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import REPO, run_logged
@@ -22,7 +23,20 @@ def test_quick_demo_end_to_end_and_resumable(tmp_path):
     report = json.loads((work / "report.json").read_text())
     assert [r["features"] for r in report["rows"]] == ["pretrained", "random", "fbank"]
     for row in report["rows"]:
-        assert 0.0 <= row["UA"] <= 1.0 and row["folds"] == 3  # 3 speakers: leave-one-speaker-out
+        probe = json.loads((work / "probe" / f"{row['features']}.json").read_text())
+        folds = probe["folds"]
+        assert row["folds"] == len(folds) == 3  # 3 speakers: leave-one-speaker-out
+        # the report's UA is the mean over folds of the probe's per-fold UA
+        assert row["UA"] == pytest.approx(sum(f["UA"] for f in folds) / 3, abs=1e-9)
+        # every labelled utterance is tested exactly once per probe seed (confusions summed over folds)
+        seeds = len(probe.get("seed_runs", [])) or 1
+        matrix = np.asarray(probe["confusion_total"]["matrix"])
+        assert matrix.sum() == probe["num_utterances"] * seeds
+        for f in folds if seeds == 1 else []:
+            # UA = mean recall over the classes present in the fold, recomputed from its confusion
+            m = np.asarray(f["confusion"]["matrix"], dtype=float)
+            present = m.sum(1) > 0
+            assert f["UA"] == pytest.approx((np.diag(m)[present] / m.sum(1)[present]).mean(), abs=1e-9)
     assert report["verdict"] and "random weights" in report["verdict"]
     # paired verdicts over the same speaker folds, raw and per-speaker normalised; the learning curve
     # of the in-training probe (update 0, both validations) with its log-mel reference
