@@ -56,7 +56,8 @@ def paired_comparison(a: dict, b: dict, metric: str = "UA", confidence: float = 
     wins, losses = int((d > 1e-9).sum()), int((d < -1e-9).sum())
     sign_p = float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
     return {"metric": metric, "n_folds": n, "seeds": [num_seeds(a), num_seeds(b)], "mean_diff": mean,
-            "sd_diff": sd, "ci": ci, "confidence": confidence, "wins": wins, "losses": losses, "ties": n - wins - losses,
+            "sd_diff": sd, "ci": ci, "confidence": confidence, "wins": wins, "losses": losses,
+            "ties": n - wins - losses,
             "sign_p": sign_p, "per_fold": {g: float(x) for g, x in zip(groups, d)}}
 
 
@@ -67,7 +68,8 @@ def verdict(cmp: dict, a_name: str, b_name: str) -> str:
     where = (f"over {cmp['n_folds']} speaker folds x {seeds} probe seed(s); better on {cmp['wins']}, worse on "
              f"{cmp['losses']}, tied on {cmp['ties']} folds, sign test p = {cmp['sign_p']:.2f}")
     if cmp["ci"] is None:
-        return f"{a_name} vs {b_name}: {m:+.1f} {cmp['metric']} points on a single fold ({where}); too few folds to decide"
+        return (f"{a_name} vs {b_name}: {m:+.1f} {cmp['metric']} points on a single fold ({where}); "
+                f"too few folds to decide")
     lo, hi = (100 * x for x in cmp["ci"])
     ci = f"{int(100 * cmp['confidence'])}% CI {lo:+.1f} to {hi:+.1f}"
     if lo > 0:

@@ -233,7 +233,8 @@ def main(args) -> dict:
         curves["probe"] = probe_checkpoints(args.run, args.probe_data, args.split, args.layers, args.normalize,
                                             args.random_init)
     if not curves["train"] and not curves["probe"]:
-        raise SystemExit(f"e2v-curves: nothing to plot: no training lines in {os.path.join(args.run, 'hydra_train.log')} "
+        log = os.path.join(args.run, "hydra_train.log")
+        raise SystemExit(f"e2v-curves: nothing to plot: no training lines in {log} "
                          f"and no probe records")
     out = args.out or os.path.join(args.run, "curves.png")
     plot_curves(curves, out, args.title)
