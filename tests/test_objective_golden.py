@@ -86,6 +86,29 @@ def test_frame_targets_are_each_utterances_top_k_ffn_average_at_its_masked_frame
     torch.testing.assert_close(out["utt_target"], y.mean(1).repeat_interleave(CLONES, 0), atol=1e-5, rtol=0)
 
 
+def test_raw_utterance_target_rows_are_each_utterances_ffn_time_mean():
+    """model.utterance_target=raw (not zero, unlike the released instance_norm target): row r of
+    utt_target is the time mean of the top-K FFN average of utterance r // clone_batch."""
+    model = model_with_distinct_teacher(utterance_target="raw")
+    src = distinct_batch()
+    with torch.no_grad():
+        feats, _ = model.local_features(src)
+        out = model(src, precomputed_mask=fixed_masks(model, feats.size(1)), id=torch.arange(B))
+        teacher = model.teacher.module
+        blocks = list(teacher.audio.context_encoder.blocks) + list(teacher.blocks)
+        want = []
+        for b in range(B):
+            ffn = []
+            handles = [blk.mlp.register_forward_hook(lambda m, i, o: ffn.append(o)) for blk in blocks]
+            teacher.contextualize(feats[b:b + 1], None, None)
+            for h in handles:
+                h.remove()
+            want.append(torch.stack([t[0, model.num_utterance_tokens:].mean(0) for t in ffn[-2:]]).mean(0))
+    want = torch.stack(want)
+    assert (want[0] - want[1]).abs().max() > 0.05  # distinct rows per utterance
+    torch.testing.assert_close(out["utt_target"], want.repeat_interleave(CLONES, 0), atol=1e-5, rtol=1e-5)
+
+
 def test_pair_outputs_route_rows_to_their_own_utterance_and_clone():
     """With a target that is not normalised over time, the utterance target of row r must be the
     time mean of utterance r // clone_batch, and the frame target its frames under row r's mask."""
