@@ -26,7 +26,6 @@ from ..checkpoint.convert import CheckpointMismatchError, map_state_dict, read_s
 from ..checkpoint.safe_load import load_checkpoint
 from ..modules.classifier import Emotion2vecClassifierNet
 from ..modules.config import EncoderConfig, encoder_config_from
-from ..modules.encoder import Emotion2vecEncoder
 from .pretrained import (PLUGIN_CONFIG, PLUGIN_WEIGHTS, ExportFormatError, InferenceSettings, _plain,
                          build_encoder, load_pretrained, released_to_encoder_fields)
 

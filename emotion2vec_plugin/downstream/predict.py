@@ -115,6 +115,49 @@ def predict_batch(model: torch.nn.Module, wavs: Sequence[np.ndarray], normalize:
     return out.cpu().numpy()
 
 
+def predict_items(model: torch.nn.Module, settings, items: Sequence[AudioItem], batch_size: int,
+                  max_batch_seconds: float = 160.0, dtype: torch.dtype = torch.float32, quiet: bool = True
+                  ) -> Tuple[Dict[int, np.ndarray], Dict[int, str], float, float]:
+    """Run ``model`` over ``items`` in length-sorted batches: (outputs by item index, skip reasons
+    by item index, audio seconds predicted, wall seconds)."""
+    start = time.perf_counter()  # header reads count too
+    conv_layers = parse_conv_layers(model.encoder_cfg.conv_feature_layers)
+    skipped: Dict[int, str] = {}
+    sizes = []
+    for i, item in enumerate(items):
+        n = audio_length(item)
+        sizes.append(n or 0)
+        if n is None:  # read it anyway: read_mono gives the precise reason
+            try:
+                read_mono(item.path, item.where, settings.sample_rate)
+            except AudioReadError as e:
+                skipped[i] = str(e)
+    todo = [i for i in range(len(items)) if i not in skipped]
+    batches = plan_batches(sizes, todo, batch_size, int(max_batch_seconds * settings.sample_rate))
+    outputs: Dict[int, np.ndarray] = {}
+    seconds = 0.0
+    with tqdm(total=len(todo), unit="file", disable=quiet, desc="predict") as bar:
+        for batch in batches:
+            good, wavs = [], []
+            for i in batch:
+                try:
+                    wav = read_mono(items[i].path, items[i].where, settings.sample_rate)
+                    reason = wav_problem(wav, conv_layers)
+                except AudioReadError as e:
+                    reason = str(e)
+                if reason is not None:
+                    skipped[i] = reason if reason.startswith(items[i].where) else f"{items[i].where}: {reason}"
+                    continue
+                good.append(i)
+                wavs.append(wav)
+                seconds += len(wav) / settings.sample_rate
+            if good:
+                for i, row in zip(good, predict_batch(model, wavs, settings.normalize, dtype)):
+                    outputs[i] = row
+            bar.update(len(batch))
+    return outputs, skipped, seconds, time.perf_counter() - start
+
+
 def read_expected_labels(path: str, count: int, classes: Sequence[str]) -> List[str]:
     from .probe import read_column_file
 
@@ -164,43 +207,9 @@ def main(args) -> Dict[str, object]:
         raise PredictInputError(f"no audio files in {args.inputs}")
     expected = read_expected_labels(args.labels, len(items), classes) if args.labels else None
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    conv_layers = parse_conv_layers(model.encoder_cfg.conv_feature_layers)
-
-    skipped: Dict[int, str] = {}
-    sizes = []
-    for i, item in enumerate(items):
-        n = audio_length(item)
-        sizes.append(n or 0)
-        if n is None:  # read it anyway: read_mono gives the precise reason
-            try:
-                read_mono(item.path, item.where, settings.sample_rate)
-            except AudioReadError as e:
-                skipped[i] = str(e)
     batch_size = args.batch_size or (1 if torch.device(args.device).type == "cpu" else 16)
-    todo = [i for i in range(len(items)) if i not in skipped]
-    batches = plan_batches(sizes, todo, batch_size, int(args.max_batch_seconds * settings.sample_rate))
-    outputs: Dict[int, np.ndarray] = {}
-    seconds, start = 0.0, time.perf_counter()
-    with tqdm(total=len(todo), unit="file", disable=args.quiet, desc="predict") as bar:
-        for batch in batches:
-            good, wavs = [], []
-            for i in batch:
-                try:
-                    wav = read_mono(items[i].path, items[i].where, settings.sample_rate)
-                    reason = wav_problem(wav, conv_layers)
-                except AudioReadError as e:
-                    reason = str(e)
-                if reason is not None:
-                    skipped[i] = reason if reason.startswith(items[i].where) else f"{items[i].where}: {reason}"
-                    continue
-                good.append(i)
-                wavs.append(wav)
-                seconds += len(wav) / settings.sample_rate
-            if good:
-                for i, row in zip(good, predict_batch(model, wavs, settings.normalize, dtype)):
-                    outputs[i] = row
-            bar.update(len(batch))
-    elapsed = time.perf_counter() - start
+    outputs, skipped, seconds, elapsed = predict_items(model, settings, items, batch_size, args.max_batch_seconds,
+                                                       dtype, args.quiet)
     for i in sorted(skipped):
         logger.warning("skipped %s", skipped[i])
     result: Dict[str, object] = {
