@@ -171,3 +171,38 @@ def test_nonfinite_loss_on_one_rank_skips_the_update_on_both(ddp_nan_run):
     for k in (k for k in s3[0] if k.startswith("_ema.")):  # the teacher folds in student 2 as usual
         torch.testing.assert_close(s3[0][k], 0.5 * s2[k] + 0.5 * s2[k[len("_ema."):]], rtol=0, atol=1e-6, msg=k)
     assert int(s3[0]["_ema_step"]) == 2
+
+
+class CountingOptimizer:
+    def __init__(self):
+        self.steps = self.zeroed = 0
+
+    def step(self):
+        self.steps += 1
+
+    def zero_grad(self):
+        self.zeroed += 1
+
+
+def _skip_agreement_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from emotion2vec_plugin.tasks.emotion2vec_pretraining import Emotion2vecPretrainingTask
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    task = Emotion2vecPretrainingTask.__new__(Emotion2vecPretrainingTask)  # optimizer_step needs no config
+    opt, model = CountingOptimizer(), torch.nn.Linear(2, 2)
+    for update, nan_rank in ((0, None), (1, 1), (2, 0)):
+        task._skip_update = rank == nan_rank
+        task._update_utterances = 1
+        task.optimizer_step(opt, model, update)
+    torch.save({"steps": opt.steps, "zeroed": opt.zeroed}, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_a_nonfinite_loss_on_one_rank_is_skipped_by_every_rank(tmp_path):
+    """The task's optimizer_step in two gloo processes: a flagged non-finite loss on either rank
+    makes both skip that update (in-process, without fairseq's trainer)."""
+    torch.multiprocessing.spawn(_skip_agreement_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    for r in (0, 1):
+        assert torch.load(tmp_path / f"rank{r}.pt") == {"steps": 1, "zeroed": 2}, r
