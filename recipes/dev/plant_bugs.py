@@ -6,7 +6,8 @@ each bug it applies one exact text substitution to the copy, runs the README's t
 (``python -m pytest -x -q``: first the fast tests, ``-m "not slow"``, then, if they all pass, the
 slow ones; ``-x`` stops at the first failure), records the first failing test, and restores the
 file. ``PYTHONPATH`` points at the copy, so the copy's plugin is imported instead of the editable
-install, and the tests locate the plugin folder from their own path (hydra runs use the copy).
+install, and the tests locate the plugin folder from their own path (hydra runs use the copy);
+the copy's ``.venv`` is a symlink to the repository's (recipes/demo.sh calls ``.venv/bin/...``).
 
 A substitution target that is not found exactly once is an error (the code changed: update the
 bug list), not a silently "caught" bug. The unplanted copy is tested first (``--no-baseline``
@@ -153,6 +154,9 @@ def main(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="plant_bugs_"))
     copy = tmp / "repo"
     make_copy(copy, args.worktree)
+    # recipes/demo.sh calls REPO/.venv/bin/...: the same interpreter and console scripts, which
+    # import the copy's code because PYTHONPATH (set for every run) comes before the editable install
+    (copy / ".venv").symlink_to(REPO / ".venv")
     print(f"copy of {'the working tree' if args.worktree else 'HEAD'} at {copy}", flush=True)
     try:
         problems = check_targets(copy, bugs)
