@@ -260,6 +260,28 @@ def test_init_from_pretraining_checkpoint_and_bad_layouts(tmp_path):
     for k in ours:
         if not k.startswith("proj."):
             assert torch.equal(ours[k], theirs[k]), k
+    # an e2v-export folder (plugin format: no decoder, no teacher) initialises the same way
+    from emotion2vec_plugin.downstream.export import export_plugin
+    from emotion2vec_plugin.modules.config import encoder_config_from
+
+    student = {k: v for k, v in theirs.items() if not k.startswith("_ema")}
+    export_plugin(student, encoder_config_from(tiny_model_cfg()), {"normalize": True}, {"meta": {}}, str(tmp_path / "ex"))
+    from_folder = Emotion2vecClassifierModel(classifier_cfg(init_from=str(tmp_path / "ex")), 3).state_dict()
+    assert all(torch.equal(from_folder[k], ours[k]) for k in ours if not k.startswith("proj."))
+    # a data2vec 2.0 audio checkpoint: one flat stack of blocks, no utterance tokens, an _ema entry
+    prenet = "modality_encoders.AUDIO.context_encoder.blocks."
+    d2v = {}
+    for k, v in student.items():
+        if k.startswith(prenet):
+            k = "blocks." + k[len(prenet):]  # tiny: 1 prenet block -> blocks.0
+        elif k.startswith("blocks."):
+            i, rest = k[len("blocks."):].split(".", 1)
+            k = f"blocks.{int(i) + 1}.{rest}"
+        if not k.endswith("extra_tokens"):
+            d2v[k] = v
+    torch.save({"model": {**d2v, "_ema": {"x": torch.zeros(1)}}}, tmp_path / "d2v.pt")
+    from_d2v = Emotion2vecClassifierModel(classifier_cfg(init_from=str(tmp_path / "d2v.pt")), 3).state_dict()
+    assert all(torch.equal(from_d2v[k], ours[k]) for k in ours if not k.startswith("proj.") and "extra_tokens" not in k)
     bad = tmp_path / "wav2vec.pt"
     torch.save({"model": {"w2v_encoder.w2v_model.mask_emb": torch.zeros(768)}}, bad)
     with pytest.raises(CheckpointMismatchError, match=r"wav2vec\.pt: cannot map weights .*unexpected \['w2v_encoder"):
