@@ -90,11 +90,14 @@ probe() {
   for feats in pretrained random fbank; do
     local plot=()
     if [ "$feats" = pretrained ]; then plot=(--plot "$WORK/probe/tsne_pretrained.png" --confusion-plot "$WORK/probe/confusion_pretrained.png"); fi
+    # raw and per-speaker normalised features (one speaker is at chance for every feature set
+    # without it) side by side: two one-thread processes for the 2-core machine
     "$BIN/e2v-probe" "$WORK/features/$feats/demo" "$WORK/labels/demo.emo" --groups "$WORK/labels/demo.group" \
-      --out "$WORK/probe/$feats.json" "${PROBE_ARGS[@]}" "${plot[@]}"
-    # speaker normalisation (one speaker is at chance for every feature set without it)
+      --out "$WORK/probe/$feats.json" "${PROBE_ARGS[@]}" "${plot[@]}" &
+    local raw=$!
     "$BIN/e2v-probe" "$WORK/features/$feats/demo" "$WORK/labels/demo.emo" --groups "$WORK/labels/demo.group" \
-      --out "$WORK/probe/$feats.spknorm.json" --normalize-per-group "${PROBE_ARGS[@]}"
+      --out "$WORK/probe/$feats.spknorm.json" --normalize-per-group --quiet "${PROBE_ARGS[@]}"
+    wait "$raw"  # its exit status: set -e stops the demo if that probe failed
   done
 }
 

@@ -273,3 +273,55 @@ def test_batched_probe_features_equal_one_by_one_and_teacher_differs_from_studen
         assert one[key].shape == (18, 64)
         np.testing.assert_allclose(batched[key], one[key], atol=2e-5, rtol=1e-4, err_msg=key)
     assert np.abs(one["last_teacher"] - one["last_student"]).max() > 1e-2
+
+
+def _two_rank_worker(rank: int, init: str, good: str, bad: str, out: str) -> None:
+    """One gloo rank: probe a tiny model on ``good`` then on ``bad`` (a set no probe can fit)."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    from emotion2vec_plugin.downstream.linear_probe import LinearProbeError
+    from emotion2vec_plugin.downstream.training_probe import ProbeSettings, TrainingProbe
+    from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
+    from tests.helpers import tiny_model_cfg
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    torch.manual_seed(0)
+    model = Emotion2vecModel(tiny_model_cfg())
+    result = {"metrics": TrainingProbe(ProbeSettings(data=good, normalize="none")).run(model, 7)}
+    try:
+        TrainingProbe(ProbeSettings(data=bad, normalize="none")).run(model, 8)
+    except LinearProbeError as e:
+        result["error"] = str(e)
+    torch.save(result, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_share_one_result_and_fail_together_without_hanging(tmp_path):
+    """Two gloo ranks (spawned directly, no fairseq): the same numbers on both; a probe set that
+    cannot be fitted (each speaker holds one class, so every leave-one-speaker-out training set
+    has a single class) raises the same error on both ranks instead of leaving one waiting."""
+    import torch.multiprocessing as mp
+
+    good = write_probe_set(tmp_path / "good", per_class=3)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    lines = (good / "probe.tsv").read_text().splitlines()
+    emo = (good / "probe.emo").read_text().split()
+    (bad / "probe.tsv").write_text("\n".join(lines) + "\n")
+    (bad / "probe.emo").write_text("\n".join(emo) + "\n")
+    (bad / "probe.group").write_text("\n".join(emo) + "\n")  # group = class
+    out = str(tmp_path / "result")
+    mp.spawn(_two_rank_worker, args=(f"file://{tmp_path / 'rendezvous'}", str(good), str(bad), out), nprocs=2,
+             join=True)
+    import torch
+
+    r0, r1 = torch.load(out + ".0"), torch.load(out + ".1")
+    assert r0["metrics"]["probe_ua"] == r1["metrics"]["probe_ua"] and 0.0 <= r0["metrics"]["probe_ua"] <= 1.0
+    assert {k for k in r0["metrics"] if k.startswith("probe_ua")} == {"probe_ua", "probe_ua_last", "probe_ua_mean"}
+    assert "single class" in r0["error"] and r0["error"] == r1["error"]

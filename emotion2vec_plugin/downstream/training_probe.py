@@ -224,6 +224,8 @@ class TrainingProbe:
             box = [scored]
             dist.broadcast_object_list(box, src=0)
             scored = box[0]
+        if "error" in scored:  # raised on every rank together
+            raise LinearProbeError(f"{scored['error']} (task.probe_data={self.s.data}, split {self.s.split})")
         metrics: Dict[str, float] = {}
         for i, (key, res) in enumerate(scored.items()):
             for m in ("UA", "WA"):
@@ -249,10 +251,14 @@ class TrainingProbe:
         index, feats = self._gather(featurize, min_samples, max_batch)
         scored = None
         if _dist()[0] == 0:
-            if len(index) == 0:
-                raise LinearProbeError(f"probe: every utterance of {self.data.manifest.path} was skipped "
-                                       f"(warnings above say why)")
-            scored = self._score(index, feats)
+            # an error here still goes through the broadcast, so no rank is left waiting in it
+            try:
+                if len(index) == 0:
+                    raise LinearProbeError(f"probe: every utterance of {self.data.manifest.path} was skipped "
+                                           f"(warnings above say why)")
+                scored = self._score(index, feats)
+            except LinearProbeError as e:
+                scored = {"error": str(e)}
         return self._finish(name, update, index, scored, time.monotonic() - t0)
 
     def run(self, model, update: int) -> Dict[str, float]:
