@@ -53,9 +53,17 @@ def test_a_fold_shared_offset_is_not_mistaken_for_noise():
 
 
 def test_probe_seeds_are_averaged_per_fold(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: extra threads only add synchronisation
+    try:
+        check_seed_averaging(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_seed_averaging(tmp_path):
     from tests.test_probe import FAST, synthetic_task, write_task
 
-    torch.set_num_threads(1)
     feats, labels, groups = synthetic_task(per_class=4, dim=8)
     paths = write_task(tmp_path, feats, labels, groups)
     single = [probe.main(probe.get_parser().parse_args([paths[0], paths[1], "--groups", paths[2], *FAST,
