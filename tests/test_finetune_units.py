@@ -319,3 +319,24 @@ def test_predict_with_an_encoder_export_gives_embeddings_and_asks_for_a_head(tmp
     (tmp_path / "x.emo").write_text("a\nb\n")
     with pytest.raises(predict.PredictInputError, match="encoder export without a classifier head"):
         predict.main(predict.get_parser().parse_args([*args, "--labels", str(tmp_path / "x.emo")]))
+
+
+def test_class_balanced_sampling_gives_every_class_the_same_share(labelled):
+    from fairseq.data import ResamplingDataset
+
+    rows = (labelled / "train.emo").read_text().split()
+    skewed = ["low"] * (len(rows) - 2) + ["mid", "high"]  # 4 low, 1 mid, 1 high
+    (labelled / "train.emo").write_text("\n".join(skewed) + "\n")
+    task = Emotion2vecClassificationTask.setup_task(task_cfg(labelled, class_balanced_sampling=True))
+    task.load_dataset("train")
+    ds = task.datasets["train"]
+    assert isinstance(ds, ResamplingDataset) and len(ds) == len(skewed)
+    weights = ds.weights.array
+    targets = ds.dataset.targets
+    shares = [weights[targets == c].sum() for c in range(3)]
+    np.testing.assert_allclose(shares, [1 / 3] * 3)  # probability mass per class, not per utterance
+    drawn = []
+    for epoch in range(1, 51):  # what the epochs actually draw: 300 utterances, std of a share ~0.03
+        ds.set_epoch(epoch)
+        drawn += targets[ds._cur_indices.array].tolist()
+    np.testing.assert_allclose(np.bincount(drawn, minlength=3) / len(drawn), [1 / 3] * 3, atol=0.1)
