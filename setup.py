@@ -31,6 +31,7 @@ setup(
             "e2v-manifest = manifests.audio_manifest:cli_main",
             "e2v-validate-manifest = manifests.validate:cli_main",
             "e2v-labels = manifests.labels:cli_main",
+            "e2v-split-labels = manifests.split_labels:cli_main",
             "e2v-probe = emotion2vec_plugin.downstream.probe:cli_main",
             "e2v-curves = emotion2vec_plugin.downstream.curves:cli_main",
             "e2v-export = emotion2vec_plugin.downstream.export:cli_main",

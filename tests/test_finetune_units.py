@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from emotion2vec_plugin.checkpoint.convert import CheckpointMismatchError
 from emotion2vec_plugin.criterions.emotion2vec_classification import (Emotion2vecClassificationCriterion,
                                                                        Emotion2vecClassificationCriterionConfig)
-from emotion2vec_plugin.data.labelled_dataset import LabelledDataError
+from emotion2vec_plugin.data.labelled_split import LabelledDataError
 from emotion2vec_plugin.data.padding import crop_and_pad
 from emotion2vec_plugin.models.emotion2vec_classifier import Emotion2vecClassifierConfig, Emotion2vecClassifierModel
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
@@ -340,3 +340,28 @@ def test_class_balanced_sampling_gives_every_class_the_same_share(labelled):
         ds.set_epoch(epoch)
         drawn += targets[ds._cur_indices.array].tolist()
     np.testing.assert_allclose(np.bincount(drawn, minlength=3) / len(drawn), [1 / 3] * 3, atol=0.1)
+
+
+def test_split_labels_by_group_and_at_random(tmp_path):
+    from manifests import split_labels
+
+    src = write_labelled_corpus(tmp_path / "all", (("all", 4),))  # 12 utterances, groups spk0 / spk1
+    groups = (src / "all.group").read_text().split()
+    labels = (src / "all.emo").read_text().split()
+    out = tmp_path / "by_group"
+    summary = split_labels.main(split_labels.get_parser().parse_args(
+        [str(src / "all"), "--dest", str(out), "--valid-groups", "spk1"]))
+    assert summary["valid"] == {c: sum(1 for g, lab in zip(groups, labels) if (lab, g) == (c, "spk1"))
+                                for c in ("high", "low", "mid")}
+    assert set((out / "valid.group").read_text().split()) == {"spk1"}
+    assert set((out / "train.group").read_text().split()) == {"spk0"}
+    # the outputs are what the fine-tuning task reads
+    task = Emotion2vecClassificationTask.setup_task(task_cfg(out))
+    task.load_dataset("valid")
+    assert len(task.datasets["valid"]) == groups.count("spk1")
+    rand = split_labels.main(split_labels.get_parser().parse_args(
+        [str(src / "all"), "--dest", str(tmp_path / "rand"), "--valid-fraction", "0.25"]))
+    assert rand["valid"] == {"high": 1, "low": 1, "mid": 1} and rand["train"] == {"high": 3, "low": 3, "mid": 3}
+    with pytest.raises(LabelledDataError, match=r"group 'spk9' does not occur in .*all\.group"):
+        split_labels.main(split_labels.get_parser().parse_args(
+            [str(src / "all"), "--dest", str(out), "--valid-groups", "spk9"]))

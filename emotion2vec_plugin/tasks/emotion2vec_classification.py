@@ -23,8 +23,8 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import register_task
 from omegaconf import II, MISSING
 
-from ..data.labelled_dataset import (Emotion2vecLabelledDataset, LabelledDataError, label_ids, label_set,
-                                     read_labelled_split, write_label_file)
+from ..data.labelled_dataset import Emotion2vecLabelledDataset
+from ..data.labelled_split import LabelledDataError, label_ids, label_set, read_labelled_split, write_label_file
 from ..data.manifest import ManifestError, first_missing_files
 from ..modules.config import parse_conv_layers
 from .emotion2vec_pretraining import Emotion2vecPretrainingTask
