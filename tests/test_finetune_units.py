@@ -365,3 +365,16 @@ def test_split_labels_by_group_and_at_random(tmp_path):
     with pytest.raises(LabelledDataError, match=r"group 'spk9' does not occur in .*all\.group"):
         split_labels.main(split_labels.get_parser().parse_args(
             [str(src / "all"), "--dest", str(out), "--valid-groups", "spk9"]))
+
+
+def test_bad_files_are_left_out_of_their_batch_and_counted(labelled):
+    task = Emotion2vecClassificationTask.setup_task(task_cfg(labelled))
+    task.load_dataset("valid")
+    ds = task.datasets["valid"]
+    broken = ds.manifest.full_path(int(ds.indices[1]))
+    with open(broken, "wb") as f:
+        f.write(b"RIFF\x00\x00garbage")
+    batch = ds.collater([ds[i] for i in range(len(ds))])
+    assert batch["bad_files"] == 1 and len(batch["target"]) == len(ds) - 1
+    assert batch["id"].tolist() == [0, 2]
+    assert batch["target"].tolist() == [int(ds.targets[0]), int(ds.targets[2])]  # labels stay with their audio
