@@ -214,6 +214,7 @@ def export_classifier_funasr(c: ClassifierCheckpoint, source: str, out: str) -> 
     os.makedirs(out, exist_ok=True)
     model_conf = encoder_to_released_config(c.encoder, {"normalize": c.settings.normalize})
     model_conf["vocab_size"] = len(c.labels)
+    model_conf["modalities"]["audio"]["decoder"] = None  # fine-tuned without decoder: FunASR then builds none
     # FunASR's tokenizer only names the classes here, but insists that its unk_symbol is one of
     # them: the last class, as in emotion2vec+ (whose last class is "<unk>")
     conf = {"model": "Emotion2vec", "model_conf": model_conf, "tokenizer": "CharTokenizer",
