@@ -98,10 +98,10 @@ def checkpoint_updates(ckpt_dir: str) -> List[tuple]:
         if m:
             found[int(m.group(1))] = path
     if not found and os.path.isfile(os.path.join(ckpt_dir, "checkpoint_last.pt")):
-        import torch
+        from ..checkpoint.safe_load import load_checkpoint
 
         path = os.path.join(ckpt_dir, "checkpoint_last.pt")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)  # weights_only with fairseq's config classes allowed
         found[int(state["optimizer_history"][-1]["num_updates"])] = path
     return sorted(found.items())
 
