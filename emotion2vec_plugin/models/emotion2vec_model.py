@@ -95,6 +95,13 @@ class Emotion2vecConfig(FairseqDataclass, EncoderConfig):
                           "weights_only with fairseq's config classes allowed (checkpoint/safe_load.py); only for "
                           "files from a source you trust"},
     )
+    compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile (dynamic lengths) every Transformer block and the conv decoder of the "
+                          "student and the teacher; the first steps pay the compile time (minutes on CPU). Equal to "
+                          "eager up to fp32 rounding without dropout (tests/test_speed_equivalence.py); with dropout "
+                          "the compiled kernels draw their own random masks"},
+    )
     seed: int = II("common.seed")
 
 
@@ -145,6 +152,9 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
         self.teacher = EMATeacher(teacher)
         self.teacher.copy_from(dict(self.named_parameters()))
         tag_no_decay_parameters(self)
+        if cfg.compile:
+            compile_blocks(self)
+            compile_blocks(self.teacher.module)
         if cfg.init_from:
             self.load_state_dict(load_student_weights(cfg.init_from, self, cfg.trust_checkpoint), strict=True)
 
@@ -264,12 +274,13 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
         the time mean of ``y``."""
         clones = self.cfg.clone_batch
         masked = mask_info.mask  # [B', T]
-        y_rep = y.repeat_interleave(clones, dim=0)  # [B', T, D]
+        rows, frames = masked.nonzero(as_tuple=True)  # row-major, the order of frame_pred[masked]
         if utt_y is None:
             utt_y = y.mean(dim=1)
         out = {
             "frame_pred": frame_pred[masked],
-            "frame_target": y_rep[masked],
+            # clone row r reads utterance r // clones: y.repeat_interleave(clones)[masked] without the copy
+            "frame_target": y[rows // clones, frames],
             "utt_pred": utterance_prediction(str(self.cfg.utterance_mode), encoder_out, self.num_utterance_tokens, frame_pred),
             "utt_target": utt_y.repeat_interleave(clones, dim=0),
             "sample_size": mask_info.num_masked,
@@ -300,6 +311,16 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
                 f"representation collapse at update {self.num_updates}: prediction std {float(stats['pred_var']):.4f} < "
                 f"model.min_pred_var={self.cfg.min_pred_var}; lower the learning rate or raise model.ema_decay"
             )
+
+
+def compile_blocks(encoder: Emotion2vecEncoder) -> None:
+    """``nn.Module.compile`` (in place: parameter names and checkpoints are unchanged) of the prenet and
+    main blocks and the decoder, with dynamic shapes so that new crop lengths do not recompile."""
+    modules = list(encoder.audio.context_encoder.blocks) + list(encoder.blocks)
+    if encoder.audio.decoder is not None:
+        modules.append(encoder.audio.decoder)
+    for module in modules:
+        module.compile(dynamic=True)
 
 
 def tag_no_decay_parameters(model: torch.nn.Module) -> None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .config import EncoderConfig, parse_conv_layers, validate_encoder_config
 from .feature_extractor import ConvFeatureExtractor
-from .layers import conv_norm_gelu
+from .layers import apply_conv_norm_gelu, conv_norm_gelu
 from .masking import MaskInfo
 from .transformer import PostLNBlock, PrenetEncoder, alibi_bias, alibi_slopes, attention_mask, layer_is_dropped
 
@@ -48,13 +48,12 @@ class PositionalConvEncoder(nn.Sequential):
         )
 
     def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = x.transpose(1, 2)  # [B, T, D] -> [B, D, T]
-        keep = None if padding_mask is None else (~padding_mask).unsqueeze(1).to(x.dtype)
+        keep = None if padding_mask is None else (~padding_mask).unsqueeze(-1).to(x.dtype)  # [B, T, 1]
         for layer in list(self)[1:-1]:
             if keep is not None:
                 x = x * keep
-            x = layer(x)
-        return x.transpose(1, 2)
+            x = apply_conv_norm_gelu(layer, x)  # [B, T, D], channels-last conv (layers.py)
+        return x
 
 
 class ConvDecoder(nn.Module):
@@ -71,11 +70,10 @@ class ConvDecoder(nn.Module):
         self.proj = nn.Linear(decoder_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.transpose(1, 2)  # [B, D, T]
         for block in self.blocks:
-            y = block(x)
+            y = apply_conv_norm_gelu(block, x)  # [B, T, decoder_dim], channels-last conv (layers.py)
             x = y + x if y.shape == x.shape else y
-        return self.proj(x.transpose(1, 2))
+        return self.proj(x)
 
 
 class AudioFrontend(nn.Module):
