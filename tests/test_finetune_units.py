@@ -103,9 +103,8 @@ def test_training_batches_crop_and_evaluation_batches_pad_exactly(labelled):
     # a crop is a contiguous window of the normalised utterance
     wav = train[0]["source"]
     i = int(np.argmax(train.sizes))
-    start = [s for s in range(len(train[i]["source"]) - 7000 + 1)
-             if torch.equal(train[i]["source"][s:s + 7000], src[i])]
-    assert len(wav) > 0 and len(start) == 1
+    windows = np.lib.stride_tricks.sliding_window_view(train[i]["source"].numpy(), 7000)
+    assert len(wav) > 0 and int((windows == src[i].numpy()).all(axis=1).sum()) == 1
 
 
 def test_crop_and_pad_by_hand():
@@ -128,7 +127,7 @@ def test_masked_mean_by_hand():
 def test_classifier_batched_equals_one_by_one():
     torch.manual_seed(0)
     model = Emotion2vecClassifierModel(classifier_cfg(), num_classes=3).eval()
-    wavs = [torch.randn(n) for n in (9000, 5000, 7300)]
+    wavs = [torch.randn(n) for n in (5000, 3000, 4100)]
     batch, pad = crop_and_pad(wavs, None, None)
     with torch.no_grad():
         batched = model(batch, pad)["logits"]
@@ -210,7 +209,7 @@ def test_frozen_cnn_and_head_only_warmup():
     model = Emotion2vecClassifierModel(classifier_cfg(feature_grad_mult=0.0, freeze_finetune_updates=2), 3).train()
     cnn = [p for n, p in model.named_parameters() if ".local_encoder." in n]
     assert cnn and not any(p.requires_grad for p in cnn)
-    source = torch.randn(2, 6000)
+    source = torch.randn(2, 3000)
     model.set_num_updates(1)  # still inside freeze_finetune_updates: only the head learns
     model(source)["logits"].sum().backward()
     assert model.proj.weight.grad is not None
