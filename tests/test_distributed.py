@@ -154,11 +154,6 @@ def test_ddp_sgd_step_equals_in_process_step_and_teacher_is_the_ema(ddp_nan_run)
     assert moved > 1e-3  # the teacher moved by far more than the tolerance
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: on the rank with the non-finite loss the task's train_step replaces every logging "
-    "value by the int 0, so fairseq's all_reduce_dict sends 3 doubles there and 5 on the other rank: "
-    "gloo aborts ('Received data size doesn't match expected size'). Keeping tensors as zero tensors "
-    "(torch.zeros_like) in that replacement makes this test pass; remove the xfail with the fix"))
 def test_nonfinite_loss_on_one_rank_skips_the_update_on_both(ddp_nan_run):
     code, log, _, sync = ddp_nan_run
     assert code == 0, log[-3000:]

@@ -191,13 +191,14 @@ class Emotion2vecPretrainingTask(FairseqTask):
         model.set_num_updates(update_num)
         loss, sample_size, logging_output = criterion(model, sample)
         if sample.get("all_bad"):
-            loss, sample_size, logging_output = loss * 0.0, 0, placeholder_logging_output(logging_output, sample)
+            logging_output = zeroed_logging_output(logging_output, bad_files=sample.get("bad_files", 0))
+            loss, sample_size = loss * 0.0, 0
         elif not torch.isfinite(loss):
             logger.warning("non-finite loss %s at update %d: this update will be skipped", loss.item(), update_num + 1)
             self._skip_update = True
             loss = sum(p.reshape(-1)[0] for p in model.parameters() if p.requires_grad) * 0.0
             # same keys as a normal step: fairseq all-reduces the summed stats as one dict per rank
-            logging_output = {**{k: 0 for k in logging_output}, "nonfinite_loss": 1}
+            logging_output = zeroed_logging_output(logging_output, nonfinite_loss=1)
             sample_size = 0
         elif not ignore_grad:
             self._update_utterances = getattr(self, "_update_utterances", 0) + logging_output.get("nsentences", 1)
@@ -213,7 +214,7 @@ class Emotion2vecPretrainingTask(FairseqTask):
         with torch.no_grad():
             loss, sample_size, logging_output = criterion(model, sample)
         if sample.get("all_bad"):
-            return loss * 0.0, 0, placeholder_logging_output(logging_output, sample)
+            return loss * 0.0, 0, zeroed_logging_output(logging_output, bad_files=sample.get("bad_files", 0))
         return loss, sample_size, logging_output
 
     def optimizer_step(self, optimizer, model, update_num):
@@ -326,6 +327,10 @@ def split_data_paths(data: str) -> List[str]:
     return folders
 
 
-def placeholder_logging_output(logging_output: Dict[str, Any], sample: Dict[str, Any]) -> Dict[str, Any]:
-    """The criterion's keys, all zero but the count of bad files the placeholder stands for."""
-    return {**{k: 0 for k in logging_output}, "bad_files": sample.get("bad_files", 0)}
+def zeroed_logging_output(logging_output: Dict[str, Any], **counts: int) -> Dict[str, Any]:
+    """The criterion's logging output with every value zeroed, but of the same kind (tensor or
+    number), plus ``counts``. fairseq all-reduces the summed stats of all ranks as one dict whose
+    tensors and numbers travel separately: a rank that turned a tensor into an int would send a
+    buffer of another size and gloo/NCCL would abort."""
+    zeroed = {k: torch.zeros_like(v) if torch.is_tensor(v) else 0 for k, v in logging_output.items()}
+    return {**zeroed, **counts}
