@@ -94,8 +94,10 @@ BUGS: List[Bug] = [
         "return F.instance_norm(x.transpose(1, 2), eps=eps).transpose(1, 2)", "return F.layer_norm(x, x.shape[-1:], eps=eps)",
         "added"),
     Bug("frame loss on the unmasked frames", "emotion2vec_plugin/models/emotion2vec_model.py",
-        '"frame_pred": frame_pred[masked],\n            "frame_target": y_rep[masked],',
-        '"frame_pred": frame_pred[~masked],\n            "frame_target": y_rep[~masked],', "added"),
+        "        masked = mask_info.mask  # [B', T]\n", "        masked = ~mask_info.mask  # [B', T]\n", "added"),
+    Bug("frame targets of clone row r read utterance r % B instead of r // clone_batch",
+        "emotion2vec_plugin/models/emotion2vec_model.py",
+        '"frame_target": y[rows // clones, frames]', '"frame_target": y[rows % y.size(0), frames]', "added"),
 ]
 
 
