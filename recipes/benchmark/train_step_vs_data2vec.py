@@ -7,7 +7,9 @@ tests use; the plugin never imports it). Both models get the same weights (ours 
 AdamW) and both do their own EMA step before each forward, as in fairseq training. A step is
 forward + backward + optimizer step + EMA. The two take turns step by step (the order flips every
 step) so that other load on the machine slows both alike; the JSON printed at the end has the
-median step time of each, the median of the per-step ratios and the throughput ratio.
+median step time of each (wall and CPU seconds of the process), the median of the per-step ratios
+and the throughput ratio. On a shared CPU, ``--threads 1`` and the CPU-time ratio are the stable
+measure (waiting for a core is not counted).
 
     OMP_NUM_THREADS=2 python recipes/benchmark/train_step_vs_data2vec.py --arch base --batch 2 \\
         --seconds 4 --steps 6 --threads 2
@@ -27,7 +29,7 @@ import time
 import warnings
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import yaml
@@ -128,12 +130,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
+def timed(fn: Callable[[], object], device: torch.device) -> Tuple[float, float]:
+    """Wall seconds and CPU seconds of this process (all its threads) for ``fn()``."""
     sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def count_step_flops(fn: Callable[[], object]) -> int:
@@ -163,25 +166,42 @@ def compare(args, device: torch.device, workdir: Path, compile_ours: bool = Fals
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
+    sides = ["ours", "data2vec"]
+    if args.baseline:  # ours as it was before the speed work, the frozen reference of the equivalence test
+        from tests.test_speed_equivalence import reference_path
+
+        before = build_ours(cfg, device)
+        before.load_state_dict(ours.state_dict())
+        opt_b = torch.optim.AdamW(before.parameters(), lr=1e-5)
+        sides.append("ours_before")
+
     def run(side: str, i: int):
         b = batches[i % len(batches)]
         if side == "ours":
             return lambda: step_ours(ours, crit, opt_o, b, i + 1, device, args.dtype)
+        if side == "ours_before":
+            def step_before():
+                with reference_path():
+                    return step_ours(before, crit, opt_b, b, i + 1, device, args.dtype)
+            return step_before
         return lambda: step_data2vec(theirs, opt_t, b, i + 1, device, args.dtype)
 
-    times: Dict[str, List[float]] = {"ours": [], "data2vec": []}
+    times: Dict[str, List[float]] = {k: [] for k in sides}
+    cpu: Dict[str, List[float]] = {k: [] for k in sides}
     peak: Dict[str, float] = {}
     for i in range(args.warmup + args.steps):
-        order = ("ours", "data2vec") if i % 2 == 0 else ("data2vec", "ours")
+        order = sides if i % 2 == 0 else sides[::-1]
         for side in order:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            t = timed(run(side, i), device)
+            t, c = timed(run(side, i), device)
             if device.type == "cuda":
                 peak[side] = max(peak.get(side, 0.0), torch.cuda.max_memory_allocated() / 2**30)
             if i >= args.warmup:
                 times[side].append(t)
+                cpu[side].append(c)
     med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     audio = args.batch * args.seconds
     result: Dict[str, object] = {
         "arch": args.arch, "device": str(device), "dtype": args.dtype, "threads": torch.get_num_threads(),
@@ -192,7 +212,15 @@ def compare(args, device: torch.device, workdir: Path, compile_ours: bool = Fals
         "audio_s_per_s": {k: round(audio / v, 3) for k, v in med.items()},
         "speedup_median_steps": round(med["data2vec"] / med["ours"], 4),
         "speedup_paired": round(statistics.median(t / o for o, t in zip(times["ours"], times["data2vec"])), 4),
+        # CPU seconds of the process per step: on a shared machine far less noisy than wall time
+        # (time spent waiting for a core is not counted), but it includes OpenMP threads spinning
+        "cpu_s": {k: round(v, 4) for k, v in med_cpu.items()},
+        "all_cpu_s": {k: [round(t, 4) for t in v] for k, v in cpu.items()},
+        "speedup_cpu_s": round(med_cpu["data2vec"] / med_cpu["ours"], 4),
     }
+    if args.baseline:
+        result["ours_before_vs_data2vec"] = {"wall": round(med["data2vec"] / med["ours_before"], 4),
+                                             "cpu_s": round(med_cpu["data2vec"] / med_cpu["ours_before"], 4)}
     if peak:
         result["peak_mem_gib"] = {k: round(v, 3) for k, v in peak.items()}
     if args.count_flops:
@@ -325,6 +353,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="autocast dtype (weights stay fp32)")
     p.add_argument("--compile", action="store_true", help="ours with model.compile=true")
+    p.add_argument("--baseline", action="store_true",
+                   help="also time ours before the speed work (tests/test_speed_equivalence.py's reference path)")
     p.add_argument("--count-flops", action="store_true")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU")
     p.add_argument("--threads", type=int, default=None)
