@@ -1,10 +1,11 @@
 """The training-speed changes keep the numbers: one training step (loss, every gradient, the teacher
 targets) and padded inference equal a frozen reference computation up to fp32 rounding.
 
-The reference is the computation before the speed work, written out here with the state-dict
-layout modules themselves: the CNN as its ``nn.Sequential`` Conv1d layers on [B, C, T], the
-positional convs and the decoder as ``conv_norm_gelu`` Sequentials on transposed [B, D, T]
-tensors, the frame targets as ``y.repeat_interleave(clone_batch)[mask]``. The fast path runs the
+The reference is the computation before the speed work (commit 139be9c^), frozen here: the CNN
+as channels-last ``conv2d`` layers, the positional convs and the decoder as their ``conv_norm_gelu``
+Sequentials on transposed [B, D, T] tensors, the frame targets as
+``y.repeat_interleave(clone_batch)[mask]``; the CNN is also checked against its state-dict layout
+modules (Conv1d). ``recipes/benchmark/train_step_vs_data2vec.py --baseline`` times this reference. The fast path runs the
 CNN as GEMMs over unfolded windows, the grouped convs channels-last and indexes the targets.
 Dropouts stay on (released rates) with the same seed on both sides, so the test also shows
 that the fast path draws the same random numbers in the same order.
@@ -36,7 +37,7 @@ B, SAMPLES = 2, 16000
 
 # Tolerances, next to what they guard (measured on CPU fp32; the paths differ only in summation
 # order): loss relative difference 0 (rounding cancels in the sum), gradients max |diff| / max |grad|
-# per tensor 2.4e-6 (worst: the first CNN conv), frame targets 3.1e-6 and predictions 8e-7 of their
+# per tensor 3.2e-6 (worst: the first CNN conv), frame targets 3.5e-6 and predictions 1.0e-6 of their
 # max. The negative controls: a decoder conv kernel flipped in time gives loss 7e-3, gradients 1.2,
 # predictions 0.8; another dropout seed gives loss 9e-3, gradients 0.6.
 LOSS_RTOL = 1e-5
@@ -46,8 +47,19 @@ FEATURE_RTOL = 5e-5
 
 
 def reference_cnn(self: ConvFeatureExtractor, source: torch.Tensor) -> torch.Tensor:
+    """The CNN before the speed work: oneDNN convolutions in channels-last memory."""
+    x = source[:, None, None, :].contiguous(memory_format=torch.channels_last)  # [B, 1, 1, S]
+    for layer in self.conv_layers:
+        conv, dropout, norm, act = layer[0], layer[1], layer[2][1], layer[3]
+        x = torch.nn.functional.conv2d(x, conv.weight.unsqueeze(2), stride=(1, conv.stride[0]))  # [B, C, 1, T]
+        x = act(norm(dropout(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+    return x.squeeze(2)  # [B, C, T]
+
+
+def layout_cnn(self: ConvFeatureExtractor, source: torch.Tensor) -> torch.Tensor:
+    """The CNN as its state-dict layout modules: Conv1d -> Dropout -> LayerNorm (transposed) -> GELU."""
     x = source.unsqueeze(1)  # [B, 1, S]
-    for layer in self.conv_layers:  # Conv1d -> Dropout -> (TransposeLast, Fp32LayerNorm, TransposeLast) -> GELU
+    for layer in self.conv_layers:
         x = layer(x)
     return x  # [B, C, T]
 
@@ -182,6 +194,16 @@ def test_a_wrong_decoder_is_caught():
     r = compare(fast, ref)
     assert r["frame_pred"] > 100 * TARGET_RTOL and r["grad"] > 100 * GRAD_RTOL and r["loss"] > 100 * LOSS_RTOL, r
     assert r["frame_target"] < TARGET_RTOL, r  # the teacher has no decoder
+
+
+def test_cnn_equals_its_layout_modules():
+    model = build()
+    src = batch()["source"]
+    with torch.no_grad():
+        fast = model.audio.local_encoder(src)
+        assert rel(fast, layout_cnn(model.audio.local_encoder, src)) < FEATURE_RTOL
+        assert rel(fast, reference_cnn(model.audio.local_encoder, src)) < FEATURE_RTOL
+    assert fast.shape == (B, 128, 49)
 
 
 def test_padded_inference_equals_reference_path():
