@@ -66,17 +66,24 @@ def compile_data2vec(model) -> None:
 
 def train_step(args, device: torch.device, work: Path) -> Dict[str, object]:
     rows = {}
+    peak = device_peak_tflops(device)
     for compiled in ([False] if args.no_compile else [False, True]):
         argv = ["--arch", args.arch, "--batch", str(args.batch), "--seconds", str(args.seconds),
                 "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", str(device),
-                "--dtype", args.dtype, "--count-flops", "--clone-batch", str(args.clone_batch)]
-        peak = device_peak_tflops(device)
-        if peak:
-            argv += ["--peak-tflops", str(peak)]
+                "--dtype", args.dtype, "--clone-batch", str(args.clone_batch)]
+        if not compiled:  # FLOPs are counted on the eager model; the compiled one does the same work
+            argv += ["--count-flops"] + (["--peak-tflops", str(peak)] if peak else [])
         bargs = bench.get_parser().parse_args(argv)
         hook = compile_data2vec if compiled else None
-        rows["compile" if compiled else "eager"] = bench.compare(bargs, device, work / "d2v", compile_ours=compiled,
-                                                                 prepare_data2vec=hook)
+        row = bench.compare(bargs, device, work / "d2v", compile_ours=compiled, prepare_data2vec=hook)
+        if compiled and "tflop_per_step" in rows.get("eager", {}):
+            flops = rows["eager"]["tflop_per_step"]
+            row["tflop_per_step"] = flops
+            row["tflops"] = {k: round(flops / v, 3) for k, v in row["step_s"].items()}
+            if peak:
+                row["peak_tflops"] = peak
+                row["mfu"] = {k: round(flops / v / peak, 4) for k, v in row["step_s"].items()}
+        rows["compile" if compiled else "eager"] = row
     return rows
 
 

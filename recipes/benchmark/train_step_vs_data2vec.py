@@ -82,7 +82,19 @@ def build_data2vec(cfg: Emotion2vecConfig, ours: Emotion2vecModel, device: torch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its state_dict passes positional args
         theirs.load_state_dict(data2vec_state(ours.state_dict()), strict=True)
-    return theirs.to(device).train()
+    theirs = theirs.to(device).train()
+    if device.type != "cpu":
+        # its EMA teacher is not a submodule: its forward moves it on first use, but the EMA step of
+        # set_num_updates runs before that, so move it (module and fp32 copies) the way that forward does
+        theirs.ema.model = theirs.ema.model.to(device)
+
+        def to_device(d):
+            for k, v in d.items():
+                d[k] = to_device(v) if isinstance(v, dict) else v.to(device)
+            return d
+
+        to_device(theirs.ema.fp32_params)
+    return theirs
 
 
 def make_batches(cfg: Emotion2vecConfig, ours: Emotion2vecModel, n: int, batch: int, seconds: float,
