@@ -44,10 +44,12 @@ def test_gpu_check_smoke(tmp_path):
     assert step["arch"] == "tiny" and step["dtype"] == "fp32" and not step["compile"]
     t_o, t_d = step["step_s"]["ours"], step["step_s"]["data2vec"]
     assert t_o > 0 and t_d > 0
-    assert step["speedup_median_steps"] == pytest.approx(t_d / t_o, rel=1e-3)
-    assert step["audio_s_per_s"]["ours"] == pytest.approx(step["batch"] * step["seconds"] / t_o, rel=1e-3)
-    assert step["tflop_per_step"] > 0 and step["tflops"]["ours"] == pytest.approx(
-        step["tflop_per_step"] / t_o, rel=0.05, abs=1e-3)
+    # the report rounds step times to 0.1 ms (about 0.2% of a tiny step), hence rel=1e-2
+    assert step["speedup_median_steps"] == pytest.approx(t_d / t_o, rel=1e-2)
+    assert step["audio_s_per_s"]["ours"] == pytest.approx(step["batch"] * step["seconds"] / t_o, rel=1e-2)
+    assert t_o == sorted(step["all_step_s"]["ours"])[0] and len(step["all_step_s"]["ours"]) == 1
+    assert step["tflop_per_step"] > 0
+    assert step["tflops"]["ours"] == pytest.approx(step["tflop_per_step"] / t_o, rel=1e-2)
 
     run = r["hydra_bf16"]
     assert run["ok"] and run["num_updates_saved"] == 2 and run["all_losses_finite"]

@@ -5,13 +5,14 @@ The reference is the computation before the speed work (commit 139be9c^), frozen
 as channels-last ``conv2d`` layers, the positional convs and the decoder as their ``conv_norm_gelu``
 Sequentials on transposed [B, D, T] tensors, the frame targets as
 ``y.repeat_interleave(clone_batch)[mask]``; the CNN is also checked against its state-dict layout
-modules (Conv1d). ``recipes/benchmark/train_step_vs_data2vec.py --baseline`` times this reference. The fast path runs the
-CNN as GEMMs over unfolded windows, the grouped convs channels-last and indexes the targets.
+modules (Conv1d). ``recipes/benchmark/train_step_vs_data2vec.py --baseline`` times this reference.
+The fast path runs the CNN as GEMMs over unfolded windows, the grouped convs channels-last and
+indexes the targets.
 Dropouts stay on (released rates) with the same seed on both sides, so the test also shows
 that the fast path draws the same random numbers in the same order.
 
 ``model.compile=true`` against eager is tested when ``E2V_TEST_COMPILE=1`` (inductor compiles for
-minutes on this 2-core CPU: 3.6 min wall measured under load, too long for the suite).
+minutes on this 2-core CPU: 5.4 min wall measured under load, too long for the suite).
 """
 
 import os

@@ -58,8 +58,9 @@ def device_peak_tflops(device: torch.device) -> Optional[float]:
 
 def compile_data2vec(model) -> None:
     """Compile data2vec 2.0's blocks, teacher blocks and decoder in place (dynamic shapes), as ours."""
-    mods = list(model.blocks) + list(model.ema.model.blocks) + list(model.modality_encoders["AUDIO"].context_encoder.blocks)
-    mods.append(model.modality_encoders["AUDIO"].decoder)
+    mods = [model.modality_encoders["AUDIO"].decoder]
+    for net in (model, model.ema.model):  # student and teacher: prenet and main blocks
+        mods += list(net.blocks) + list(net.modality_encoders["AUDIO"].context_encoder.blocks)
     for m in mods:
         m.compile(dynamic=True)
 
@@ -107,8 +108,9 @@ def hydra_run(args, device: torch.device, work: Path, corpus: Path, name: str, p
     """One fairseq-hydra-train run; returns its losses, time and the teacher's dtypes."""
     run = work / name
     run.mkdir(parents=True, exist_ok=True)
-    over = [f"task.data={corpus}", f"common.user_dir={REPO / 'emotion2vec_plugin'}", f"optimization.max_update={updates}",
-            "common.log_format=json", f"common.log_interval={max(1, updates // 20)}", "checkpoint.save_interval_updates=0",
+    over = [f"task.data={corpus}", f"common.user_dir={REPO / 'emotion2vec_plugin'}",
+            f"optimization.max_update={updates}", "common.log_format=json",
+            f"common.log_interval={max(1, updates // 20)}", "checkpoint.save_interval_updates=0",
             "checkpoint.save_dir=checkpoints", "dataset.validate_interval_updates=0", "dataset.disable_validation=true",
             "optimization.update_freq=[1]", "common.tensorboard_logdir=null", "model.init_from=null",
             f"lr_scheduler.warmup_updates={min(20, updates // 10)}"]
@@ -121,8 +123,8 @@ def hydra_run(args, device: torch.device, work: Path, corpus: Path, name: str, p
                  "optimization.lr=[5e-4]"]
         over += ["common.bf16=true", "common.fp16=false"] if precision == "bf16" else ["common.bf16=false",
                                                                                      "common.fp16=true"]
-    cmd = [str(Path(sys.executable).with_name("fairseq-hydra-train")), "--config-dir", str(REPO / "recipes" / "pretrain"),
-           "--config-name", config, *over]
+    cmd = [str(Path(sys.executable).with_name("fairseq-hydra-train")),
+           "--config-dir", str(REPO / "recipes" / "pretrain"), "--config-name", config, *over]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=run, capture_output=True, text=True, timeout=args.hydra_timeout)
     wall = time.perf_counter() - t0
@@ -134,7 +136,8 @@ def hydra_run(args, device: torch.device, work: Path, corpus: Path, name: str, p
     ckpt = run / "checkpoints" / "checkpoint_last.pt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     model_state = state["model"]
-    teacher = {k: v for k, v in model_state.items() if k.startswith("_ema.") and torch.is_tensor(v) and v.is_floating_point()}
+    teacher = {k: v for k, v in model_state.items()
+               if k.startswith("_ema.") and torch.is_tensor(v) and v.is_floating_point()}
     student_dtypes = sorted({str(v.dtype) for k, v in model_state.items()
                              if not k.startswith("_ema") and torch.is_tensor(v) and v.is_floating_point()})
     result = {
@@ -183,10 +186,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="train_step / extraction dtype")
     p.add_argument("--arch", default=None, help="train_step arch (default: base; tiny with --smoke)")
     p.add_argument("--batch", type=int, default=None, help="train_step utterances (default 8; 1 with --smoke)")
-    p.add_argument("--seconds", type=float, default=None, help="train_step utterance length (default 8; 1 with --smoke)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="train_step utterance length (default 8; 1 with --smoke)")
     p.add_argument("--clone-batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=None, help="timed train steps per side (default 10; 1 with --smoke)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps (default 3, compile included; 1 with --smoke)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps (default 3, compile included; 1 with --smoke)")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled train_step (the default with --smoke)")
     p.add_argument("--bf16-updates", type=int, default=None, help="default 200 (2 with --smoke)")
     p.add_argument("--fp16-updates", type=int, default=None, help="default 100 (2 with --smoke)")

@@ -240,8 +240,8 @@ def compare(args, device: torch.device, workdir: Path, compile_ours: bool = Fals
         # model FLOPs, counted on ours: both run the same architecture on the same batch (counting
         # data2vec's step trips FlopCounterMode's module tracker on its no-grad teacher)
         flops = count_step_flops(run("ours", step_i))
-        result["tflop_per_step"] = round(flops / 1e12, 4)
-        result["tflops"] = {k: round(flops / v / 1e12, 3) for k, v in med.items()}
+        result["tflop_per_step"] = float(f"{flops / 1e12:.5g}")
+        result["tflops"] = {k: float(f"{flops / v / 1e12:.4g}") for k, v in med.items()}
         if args.peak_tflops:
             result["peak_tflops"] = args.peak_tflops
             result["mfu"] = {k: round(flops / v / 1e12 / args.peak_tflops, 4) for k, v in med.items()}
