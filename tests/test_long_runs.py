@@ -66,10 +66,10 @@ def valid_losses(log: str) -> list:
 
 @pytest.mark.slow
 def test_workers_and_sigkill_in_epoch_two_match_the_uninterrupted_run(tmp_path, corpus):
-    """The 1-GPU recipe's loader (workers) with validation on: 3 epochs of 5 updates; a run
-    killed in epoch 2 and started again ends bit-identical to the uninterrupted run, which is
+    """The 1-GPU recipe's loader (workers) with validation on: 3 epochs (5 + 5 + 2 updates); a
+    run killed in epoch 2 and started again ends bit-identical to the uninterrupted run, which is
     bit-identical to the same run without workers."""
-    common = ["optimization.max_update=15", "checkpoint.save_interval_updates=1", "checkpoint.keep_interval_updates=3",
+    common = ["optimization.max_update=12", "checkpoint.save_interval_updates=1", "checkpoint.keep_interval_updates=3",
               "task.precompute_mask=true"]
     args = [*common, "dataset.num_workers=2"]
     full_log = hydra_train(tmp_path / "full", corpus, *args)
@@ -93,12 +93,14 @@ def test_workers_and_sigkill_in_epoch_two_match_the_uninterrupted_run(tmp_path, 
     assert 7 <= killed_at < 10  # in epoch 2 (updates 6-10), with at least one update of it to redo
     log = hydra_train(run, corpus, *args)
     m = re.search(r"Loaded checkpoint .* \(epoch (\d+) @ (\d+) updates\)", log)
-    assert m and m.group(1) == "2" and int(m.group(2)) == killed_at
+    # fairseq writes checkpoint_2_N.pt, then copies it to checkpoint_last.pt: a kill in between
+    # resumes from update N - 1, still inside epoch 2
+    assert m and m.group(1) == "2" and killed_at - 1 <= int(m.group(2)) <= killed_at
 
     final = {name: torch.load(tmp_path / name / "checkpoints" / "checkpoint_last.pt", weights_only=False)
              for name in ("full", "no_workers", "killed")}
     for name in ("no_workers", "killed"):
-        assert final[name]["optimizer_history"][-1]["num_updates"] == 15
+        assert final[name]["optimizer_history"][-1]["num_updates"] == 12
         for k, v in final["full"]["model"].items():  # student, teacher and EMA step, bit for bit
             assert torch.equal(final[name]["model"][k], v), (name, k)
 
@@ -120,11 +122,11 @@ def test_readme_several_corpora_command_with_and_without_weights(tmp_path):
              "meld": write_corpus(tmp_path / "meld", (("train", 8), ("valid", 2)), seed=2),
              "mosei": write_corpus(tmp_path / "mosei", (("train", 8),), seed=3)}  # no valid.tsv
     overrides = [t.replace("/data/", f"{tmp_path}/") for t in readme_multi_corpus_overrides()]
-    common = ["optimization.max_update=24", "common.log_interval=1", "dataset.num_workers=2"]
+    common = ["common.log_interval=1", "dataset.num_workers=2"]
 
-    log = hydra_train(tmp_path / "weighted", roots["iemocap"], *common, *overrides)
+    log = hydra_train(tmp_path / "weighted", roots["iemocap"], "optimization.max_update=16", *common, *overrides)
     draws = [list(map(int, m.split(","))) for m in re.findall(r"epoch \d+ draws \[([\d, ]+)\] utterances", log)]
-    assert len(draws) >= 3 and all(sum(d) == 32 for d in draws)
+    assert len(draws) >= 2 and all(sum(d) == 32 for d in draws)
     total = [sum(col) for col in zip(*draws)]
     shares = [t / sum(total) for t in total]
     # weights 1:1:2 -> 1/4, 1/4, 1/2, although the corpora hold 1/2, 1/4, 1/4 of the utterances
@@ -132,7 +134,8 @@ def test_readme_several_corpora_command_with_and_without_weights(tmp_path):
     assert "no valid.tsv in" in log and len(valid_losses(log)) >= 1  # validation on the two corpora that have one
 
     plain = [o for o in overrides if not o.startswith("task.data_weights")]
-    log = hydra_train(tmp_path / "plain", roots["iemocap"], *common, *plain)
+    log = hydra_train(tmp_path / "plain", roots["iemocap"], "optimization.max_update=4",
+                      "dataset.validate_interval_updates=4", *common, *plain)
     assert "train: 3 corpora, [16, 8, 8] utterances" in log and "draws [" not in log
     assert "valid: 2 corpora, [2, 2] utterances" in log and len(valid_losses(log)) >= 1
 

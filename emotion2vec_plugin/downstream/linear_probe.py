@@ -74,17 +74,11 @@ def masked_time_mean(layer: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
 
 
 def plan_length_batches(lengths: Sequence[int], max_batch: int, max_samples: int) -> List[List[int]]:
-    """Indices grouped longest first: at most ``max_batch`` utterances and ``max_samples`` padded samples each."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, current = [], []
-    for i in order:
-        if current and (len(current) >= max_batch or (len(current) + 1) * lengths[current[0]] > max_samples):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+    """Indices grouped longest first: at most ``max_batch`` utterances and ``max_samples`` padded
+    samples each (e2v-extract's batching, over every utterance)."""
+    from .extract import plan_batches
+
+    return plan_batches(lengths, range(len(lengths)), max_batch, max_samples)
 
 
 # -------------------------------------------------------------------------------------- the probe
