@@ -21,6 +21,7 @@ setup(
         "tqdm",
         "tensorboardX",
         "scikit-learn",
+        "scipy",
         "matplotlib",
         "safetensors",
         "pyyaml",
