@@ -145,17 +145,14 @@ def linear_probe_cv(x: np.ndarray, labels: Sequence[str], groups: Optional[Seque
         {"labels", "scheme" ("leave-one-group-out" | "k-fold"), "per_group", "folds": [{"group",
         "n_test", "UA", "WA"}], "summary": {"UA": {"mean", "std"}, "WA": {...}}}.
     """
-    from .probe import unweighted_accuracy
+    from .probe import encode_labels, unweighted_accuracy
 
     x = np.asarray(x, dtype=np.float64)
     labels = [str(v) for v in labels]
     if x.ndim != 2 or len(x) != len(labels) or (groups is not None and len(groups) != len(labels)):
         raise LinearProbeError(f"features {x.shape}, {len(labels)} labels, "
                                f"{'no' if groups is None else len(groups)} groups: expected [N, D] and N of each")
-    names = sorted(set(labels))
-    if len(names) < 2:
-        raise LinearProbeError(f"all {len(labels)} utterances have the label {names[0]!r}; a probe needs >= 2 classes")
-    y = np.array([names.index(v) for v in labels], dtype=np.int64)
+    names, y = encode_labels(labels, LinearProbeError)
     if per_group:
         if groups is None or len(set(groups)) < 2:
             raise LinearProbeError("per-group normalisation needs a group (speaker/session) per utterance")

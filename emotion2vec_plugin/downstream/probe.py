@@ -138,6 +138,16 @@ def pad_batch(arrays: Sequence[np.ndarray]) -> Tuple[torch.Tensor, torch.Tensor]
     return torch.from_numpy(x), mask
 
 
+def encode_labels(labels: Sequence[str], error: type = ValueError):
+    """Class names in sorted order and each label's index [N] (int64); ``error`` (the caller's
+    error type) when fewer than 2 classes are present."""
+    names = sorted(set(labels))
+    if len(names) < 2:
+        raise error(f"all {len(labels)} utterances have the label {names[0]!r}; a probe needs >= 2 classes")
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.array([index[v] for v in labels], dtype=np.int64)
+
+
 def unweighted_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     """UA: mean recall over the classes present in ``y_true`` (sklearn's balanced accuracy)."""
     with warnings.catch_warnings():
@@ -337,10 +347,7 @@ def cross_validate(features: FeaturesLike, labels: Sequence[str], groups: Sequen
     if cfg.batch_size < 1 or cfg.epochs < 1 or not 0 <= cfg.valid_fraction < 1:
         raise ProbeInputError(f"batch size {cfg.batch_size}, epochs {cfg.epochs}, valid fraction "
                               f"{cfg.valid_fraction}: expected batch size >= 1, epochs >= 1, 0 <= fraction < 1")
-    names = sorted(set(labels))
-    if len(names) < 2:
-        raise ProbeInputError(f"all {len(labels)} utterances have the label {names[0]!r}; a probe needs >= 2 classes")
-    y = np.array([names.index(v) for v in labels], dtype=np.int64)
+    names, y = encode_labels(labels, ProbeInputError)
     group_arr = np.array(groups)
     fold_keys = sorted(set(groups))
     if len(fold_keys) < 2:
