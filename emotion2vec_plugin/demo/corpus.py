@@ -20,19 +20,44 @@ resampled from espeak's 22.05 kHz with torchaudio):
 * ``OUT/labelled/<speaker>/*.wav`` and ``OUT/labelled.csv`` (``path,label,group``, group =
   speaker), for the probe with leave-one-speaker-out folds.
 
+A second labelled task, **contour** (``OUT/contour/<speaker>/*.wav``, ``OUT/contour.csv``), whose
+classes differ only in *where the pitch moves*: every word of the sentence gets its own SSML
+``<prosody pitch="+N%">`` (``espeak-ng -m``), N following one of four shapes over the sentence,
+each scaled to zero mean and unit spread over the words (weighted by duration,
+:func:`contour_offsets`), so the classes share their mean pitch and pitch spread and differ in
+the order of the offsets:
+
+=========  ============================================
+class      pitch offset of word i of n, t = (i+0.5)/n
+=========  ============================================
+rise       t - 0.5           (low to high)
+fall       0.5 - t           (high to low)
+peak       -cos(2 pi t)      (low, high in the middle, low)
+dip        cos(2 pi t)       (high, low in the middle, high)
+=========  ============================================
+
+Base pitch, rate, loudness and the contour's depth are drawn from one distribution for all four
+classes (``CONTOUR_GLOBAL``), and espeak's own intonation range is narrowed
+(``<prosody range=...>``) so that the word offsets dominate. Global statistics are thus matched
+by construction; :func:`measure_prosody` (autocorrelation F0 and RMS) checks it on the audio,
+and ``OUT/contour_stats.json`` lists the measured per-class means. The contour voices
+(``CONTOUR_VOICES``) are other espeak-ng accents and variants than the first task's, and
+unlabelled utterances come from both tasks and all voices.
+
 Without espeak-ng a numpy fallback (harmonic tones whose pitch, rate and loudness follow the same
 table) is used, and announced loudly.
 """
 
 import argparse
 import csv
+import json
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -76,6 +101,20 @@ SENTENCES = [
 ]
 SAMPLE_RATE = 16000
 
+# the contour task: the shape of the per-word pitch offsets over t in (0, 1)
+CONTOURS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "rise": lambda t: t - 0.5,
+    "fall": lambda t: 0.5 - t,
+    "peak": lambda t: -np.cos(2 * np.pi * t),
+    "dip": lambda t: np.cos(2 * np.pi * t),
+}
+# every contour class draws its global settings from these uniform ranges: pitch -p, rate -s,
+# amplitude -a, and the contour depth (semitones per unit of the normalised shape)
+CONTOUR_GLOBAL = {"pitch": (35, 65), "rate": (140, 185), "amplitude": (80, 130), "depth": (5, 7)}
+CONTOUR_RANGE = "20%"  # espeak's own intonation range inside the sentence (<prosody range>)
+CONTOUR_VOICES = ["en-029+m2", "en-gb-x-gbclan+f3", "en-us-nyc+m4", "en-gb-x-gbcwmd+f1", "en-gb-scotland+m6",
+                  "en-us+f4", "en-gb-x-rp+m8", "en-gb+f5"]
+
 
 def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
@@ -86,10 +125,47 @@ def jittered(label: str, rng: np.random.Generator) -> Dict[str, int]:
     return {k: int(round(v + rng.uniform(-JITTER[k], JITTER[k]))) for k, v in base.items()}
 
 
+def contour_offsets(contour: str, words: List[str], depth: float) -> np.ndarray:
+    """Pitch offsets (%) of the words: the contour's shape at the word centres, ``depth`` semitones per
+    unit. [len(words)] ints.
+
+    The shape is centred and scaled to unit std with every word weighted by its expected duration
+    (letters, the last word x1.6 for espeak's final lengthening), so that the duration-weighted mean
+    log pitch, which is what the audio's mean F0 sees, is the same for every class: with equal
+    weights the classes ending high came out 0.1 octave higher than those ending low (measured on
+    64 utterances per class; 0.03 octave with these weights). Semitones make the offsets symmetric
+    in log pitch (+40% and -40% are not).
+    """
+    n = len(words)
+    shape = CONTOURS[contour]((np.arange(n) + 0.5) / n)
+    w = np.array([max(1, len(x.strip(".,;:!?"))) for x in words], dtype=float)
+    w[-1] *= 1.6
+    shape = shape - (w * shape).sum() / w.sum()
+    shape = shape / np.sqrt((w * shape * shape).sum() / w.sum())
+    return np.round(100 * (2 ** (depth * shape / 12) - 1)).astype(int)
+
+
+def contour_ssml(text: str, contour: str, depth: float) -> str:
+    """SSML for ``espeak-ng -m``: every word in its own ``<prosody pitch>``, the sentence in a narrowed range."""
+    words = text.split()
+    body = " ".join(f'<prosody pitch="{o:+d}%">{w}</prosody>' for o, w in zip(contour_offsets(contour, words, depth), words))
+    return f'<speak><prosody range="{CONTOUR_RANGE}">{body}</prosody></speak>'
+
+
+def contour_prosody(contour: str, rng: np.random.Generator) -> Dict[str, object]:
+    """Global settings of one contour utterance: the same distribution for every class."""
+    out: Dict[str, object] = {k: int(round(rng.uniform(lo, hi))) for k, (lo, hi) in CONTOUR_GLOBAL.items()}
+    out.update(gap=0, contour=contour)
+    return out
+
+
 def speak(text: str, voice: str, prosody: Dict[str, int]) -> np.ndarray:
-    """espeak-ng -> 16 kHz mono float32."""
+    """espeak-ng -> 16 kHz mono float32 (SSML per word when ``prosody`` names a contour)."""
+    contour = prosody.get("contour")
+    if contour is not None:
+        text = contour_ssml(text, contour, prosody["depth"])
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        cmd = ["espeak-ng", "-v", voice, "-p", str(max(0, min(99, prosody["pitch"]))),
+        cmd = ["espeak-ng", *(["-m"] if contour is not None else []), "-v", voice, "-p", str(max(0, min(99, prosody["pitch"]))),
                "-s", str(max(80, prosody["rate"])), "-a", str(max(10, min(200, prosody["amplitude"]))),
                "-g", str(max(0, prosody["gap"])), "-w", tmp.name, text]
         subprocess.run(cmd, check=True, capture_output=True)
@@ -101,14 +177,18 @@ def speak(text: str, voice: str, prosody: Dict[str, int]) -> np.ndarray:
 def synth_fallback(text: str, voice: str, prosody: Dict[str, int], seed: int) -> np.ndarray:
     """numpy stand-in with the same prosody knobs: syllable-like tone bursts."""
     rng = np.random.default_rng(seed)
-    f0 = 80 + 2.2 * prosody["pitch"] + 40 * (VOICES.index(voice) % 4)
+    voices = VOICES + CONTOUR_VOICES
+    f0 = 80 + 2.2 * prosody["pitch"] + 40 * (voices.index(voice) % 4 if voice in voices else 0)
     syllables = max(4, len(text) // 4)
+    contour = prosody.get("contour")
+    offsets = (contour_offsets(contour, ["syl"] * syllables, prosody["depth"]) / 100 if contour
+               else np.zeros(syllables))
     syl_len = int(SAMPLE_RATE * 60 / max(80, prosody["rate"]) / 2.2)
     gap = int(SAMPLE_RATE * 0.01 * prosody["gap"])
     parts = []
-    for _ in range(syllables):
+    for i in range(syllables):
         t = np.arange(syl_len) / SAMPLE_RATE
-        f = f0 * (1 + 0.15 * rng.standard_normal()) * (1 + 0.1 * np.sin(2 * np.pi * 3 * t))
+        f = f0 * (1 + offsets[i]) * (1 + (0.03 if contour else 0.15) * rng.standard_normal()) * (1 + 0.1 * np.sin(2 * np.pi * 3 * t))
         phase = 2 * np.pi * np.cumsum(f) / SAMPLE_RATE
         env = np.sin(np.pi * np.arange(syl_len) / syl_len)
         parts.append(env * sum(np.sin(k * phase) / k for k in range(1, 6)))
@@ -117,16 +197,30 @@ def synth_fallback(text: str, voice: str, prosody: Dict[str, int], seed: int) ->
     return wav.astype(np.float32)
 
 
-def _render(job: Tuple[str, str, str, Dict[str, int], int, bool]) -> Tuple[str, int]:
-    path, text, voice, prosody, seed, use_espeak = job
+def _render(job: Tuple[str, str, str, Dict[str, int], int, bool, bool]) -> Tuple[str, int, Optional[dict]]:
+    """Write one utterance; its :func:`measure_prosody` when the job asks (the labelled contour set)."""
+    path, text, voice, prosody, seed, use_espeak, measure = job
     wav = speak(text, voice, prosody) if use_espeak else synth_fallback(text, voice, prosody, seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sf.write(path, wav, SAMPLE_RATE, subtype="PCM_16")
-    return path, len(wav)
+    return path, len(wav), measure_prosody(wav) if measure else None
 
 
-def plan(out: str, speakers: int, labelled_per_class: int, unlabelled: int, seed: int):
-    """Jobs for both parts; deterministic for a seed."""
+def class_stats(measured: List[Tuple[str, dict]]) -> Dict[str, Dict[str, float]]:
+    """Per class, the mean of every scalar of :func:`measure_prosody` (and of its quarters)."""
+    out: Dict[str, Dict[str, float]] = {}
+    for label in sorted({lab for lab, _ in measured}):
+        ms = [m for lab, m in measured if lab == label]
+        out[label] = {k: float(np.mean([m[k] for m in ms], axis=0)) for k in ms[0] if k != "quarters"}
+        out[label]["quarters"] = [float(v) for v in np.mean([m["quarters"] for m in ms], axis=0)]
+        out[label]["n"] = len(ms)
+    return out
+
+
+def plan(out: str, speakers: int, labelled_per_class: int, unlabelled: int, seed: int, contour_speakers: int = 0,
+         contour_per_class: int = 0, contour_unlabelled: int = 0):
+    """Jobs of every part, and the rows of ``labelled.csv`` and ``contour.csv``; deterministic for a seed
+    (the first task's jobs do not depend on the contour arguments)."""
     rng = np.random.default_rng(seed)
     voices = VOICES[:speakers]
     jobs, rows = [], []
@@ -145,7 +239,81 @@ def plan(out: str, speakers: int, labelled_per_class: int, unlabelled: int, seed
         path = os.path.join(out, "unlabelled", f"utt{k:05d}.wav")
         jobs.append((path, text, voice, jittered(label, rng), seed + n, None))
         n += 1
-    return jobs, rows
+    crng = np.random.default_rng([seed, 1])  # its own stream: the first task stays as it was
+    contour_rows = []
+    for s, voice in enumerate(CONTOUR_VOICES[:contour_speakers]):
+        for label in CONTOURS:
+            for k in range(contour_per_class):
+                text = SENTENCES[(k + 3 * s) % len(SENTENCES)]
+                path = os.path.join(out, "contour", f"cspk{s}", f"cspk{s}_{label}_{k:03d}.wav")
+                jobs.append((path, text, voice, contour_prosody(label, crng), seed + n, None))
+                contour_rows.append((os.path.relpath(path, out), label, f"cspk{s}"))
+                n += 1
+    all_voices = VOICES[:speakers] + CONTOUR_VOICES
+    for k in range(contour_unlabelled):
+        voice, label = all_voices[int(crng.integers(len(all_voices)))], list(CONTOURS)[int(crng.integers(len(CONTOURS)))]
+        path = os.path.join(out, "unlabelled", f"cutt{k:05d}.wav")
+        jobs.append((path, SENTENCES[int(crng.integers(len(SENTENCES)))], voice, contour_prosody(label, crng),
+                     seed + n, None))
+        n += 1
+    return jobs, rows, contour_rows
+
+
+def f0_track(wav: np.ndarray, sr: int = SAMPLE_RATE, hop: float = 0.01, win: float = 0.04, fmin: float = 60.0,
+             fmax: float = 400.0, voicing: float = 0.7) -> np.ndarray:
+    """F0 (Hz) every ``hop`` seconds by normalised autocorrelation, NaN where unvoiced or silent. [frames]
+
+    Per frame of ``win`` s: the correlation of the frame with its copy shifted by every lag of
+    [sr/fmax, sr/fmin], normalised by both parts' energies; voiced when the best is above
+    ``voicing``; the first lag within 90% of the best (which avoids the subharmonics that a plain
+    argmax picks) moved up to its local maximum gives F0 = sr / lag.
+    """
+    n, h = int(win * sr), int(hop * sr)
+    lo, hi = int(sr / fmax), int(sr / fmin)
+    starts = np.arange(0, len(wav) - n - hi, h)
+    if len(starts) == 0:
+        return np.zeros(0)
+    span = np.lib.stride_tricks.sliding_window_view(wav.astype(np.float64), n + hi)[starts]
+    span = span - span.mean(1, keepdims=True)  # [F, n + hi]
+    a = span[:, :n]
+    lags = np.arange(lo, hi)
+    # correlation of a with span[k:k+n] for every k, by FFT; energies of the shifted windows by cumsum
+    size = 1 << int(np.ceil(np.log2(2 * (n + hi))))
+    num = np.fft.irfft(np.conj(np.fft.rfft(a, size)) * np.fft.rfft(span, size), size)[:, lags]
+    c = np.concatenate([np.zeros((len(starts), 1)), np.cumsum(span * span, 1)], 1)
+    den = np.sqrt((a * a).sum(1, keepdims=True) * (c[:, lags + n] - c[:, lags])) + 1e-12
+    r = num / den
+    best = r.max(1)
+    f0 = np.full(len(starts), np.nan)
+    for i in np.where((best > voicing) & ((a * a).mean(1) > 1e-6))[0]:
+        k = int(np.argmax(r[i] > 0.9 * best[i]))
+        while k + 1 < len(lags) and r[i, k + 1] > r[i, k]:
+            k += 1
+        f0[i] = sr / lags[k]
+    return f0
+
+
+def measure_prosody(wav: np.ndarray, sr: int = SAMPLE_RATE) -> Dict[str, float]:
+    """What the contour classes must share and where they differ, measured on the audio.
+
+    Global: ``duration`` (s), ``rms`` (of the samples above -40 dB of the peak frame), ``f0_median`` and
+    ``logf0_mean`` (voiced frames). Shape: ``slope`` (octaves per second, least squares of log2 F0 on
+    time), ``quarters`` (median log2 F0 of each quarter of the voiced frames minus their median) and
+    ``middle`` (the middle half's median minus the two outer quarters', octaves).
+    """
+    f0 = f0_track(wav, sr)
+    voiced = np.where(~np.isnan(f0))[0]
+    if len(voiced) < 8:
+        raise ValueError(f"only {len(voiced)} voiced frames: too short or unvoiced to measure a contour")
+    frame_rms = np.sqrt(np.convolve(wav.astype(np.float64) ** 2, np.ones(400) / 400, mode="valid")[::160])
+    loud = frame_rms[frame_rms > frame_rms.max() * 0.01]
+    lf = np.log2(f0[voiced])
+    t = voiced * 0.01
+    q = [float(np.median(lf[idx])) for idx in np.array_split(np.arange(len(lf)), 4)]
+    med = float(np.median(lf))
+    return {"duration": len(wav) / sr, "rms": float(np.sqrt((loud ** 2).mean())), "f0_median": float(2 ** med),
+            "logf0_mean": float(lf.mean()), "slope": float(np.polyfit(t, lf, 1)[0]),
+            "quarters": [v - med for v in q], "middle": (q[1] + q[2]) / 2 - (q[0] + q[3]) / 2}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -154,6 +322,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--speakers", type=int, default=6, help=f"voices, at most {len(VOICES)}")
     p.add_argument("--labelled-per-class", type=int, default=12, help="labelled utterances per speaker and class")
     p.add_argument("--unlabelled", type=int, default=1200, help="unlabelled utterances for pretraining")
+    p.add_argument("--contour-speakers", type=int, default=8,
+                   help=f"voices of the contour task (0: no contour task), at most {len(CONTOUR_VOICES)}")
+    p.add_argument("--contour-per-class", type=int, default=8, help="contour utterances per speaker and class")
+    p.add_argument("--contour-unlabelled", type=int, default=600,
+                   help="unlabelled contour utterances added to the pretraining set (all voices)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--force-fallback", action="store_true", help="use the numpy fallback even if espeak-ng exists")
@@ -164,24 +337,41 @@ def get_parser() -> argparse.ArgumentParser:
 def main(args) -> Dict[str, object]:
     if not 1 < args.speakers <= len(VOICES):
         raise ValueError(f"--speakers {args.speakers}: need 2..{len(VOICES)} (leave-one-speaker-out folds)")
+    if args.contour_speakers == 1 or not 0 <= args.contour_speakers <= len(CONTOUR_VOICES):
+        raise ValueError(f"--contour-speakers {args.contour_speakers}: need 0 (no contour task) or "
+                         f"2..{len(CONTOUR_VOICES)} (leave-one-speaker-out folds)")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"{args.out}: is a file, expected the output folder")
     use_espeak = espeak_available() and not args.force_fallback
     if not use_espeak:
         logger.warning("espeak-ng not found (or --force-fallback): using the NUMPY FALLBACK corpus of tone bursts; "
                        "install espeak-ng (apt-get install espeak-ng) for synthetic speech")
-    jobs, rows = plan(args.out, args.speakers, args.labelled_per_class, args.unlabelled, args.seed)
-    jobs = [j[:5] + (use_espeak,) for j in jobs]
+    jobs, rows, contour_rows = plan(args.out, args.speakers, args.labelled_per_class, args.unlabelled, args.seed,
+                                    args.contour_speakers, args.contour_per_class, args.contour_unlabelled)
+    contour_label = {os.path.join(args.out, r[0]): r[1] for r in contour_rows}
+    jobs = [j[:5] + (use_espeak, j[0] in contour_label) for j in jobs]
     lengths: List[int] = []
+    measured: List[Tuple[str, dict]] = []
     with ProcessPoolExecutor(args.workers) as pool:
-        for _, n in tqdm(pool.map(_render, jobs, chunksize=16), total=len(jobs), desc="corpus", disable=args.quiet):
+        for path, n, stats in tqdm(pool.map(_render, jobs, chunksize=16), total=len(jobs), desc="corpus",
+                                   disable=args.quiet):
             lengths.append(n)
-    with open(os.path.join(args.out, "labelled.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "group"])
-        writer.writerows(rows)
-    return {"engine": "espeak-ng" if use_espeak else "numpy-fallback", "utterances": len(jobs),
-            "labelled": len(rows), "hours": sum(lengths) / SAMPLE_RATE / 3600}
+            if stats is not None:
+                measured.append((contour_label[path], stats))
+    for name, table in (("labelled", rows), ("contour", contour_rows)):
+        if not table:
+            continue
+        with open(os.path.join(args.out, f"{name}.csv"), "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "group"])
+            writer.writerows(table)
+    summary = {"engine": "espeak-ng" if use_espeak else "numpy-fallback", "utterances": len(jobs),
+               "labelled": len(rows), "contour": len(contour_rows), "hours": sum(lengths) / SAMPLE_RATE / 3600}
+    if measured:
+        summary["contour_stats"] = class_stats(measured)
+        with open(os.path.join(args.out, "contour_stats.json"), "w", encoding="utf-8") as f:
+            json.dump(summary["contour_stats"], f, indent=2)
+    return summary
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
@@ -190,6 +380,7 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     summary = run_main("e2v-demo-corpus", main, args, (ValueError,))
     print(f"e2v-demo-corpus: {summary['utterances']} utterances ({summary['labelled']} labelled, "
+          f"{summary['contour']} in the contour task, "
           f"{summary['hours'] * 60:.1f} min of audio) with {summary['engine']} in {args.out}")
 
 
