@@ -4,14 +4,15 @@
 #   bash recipes/demo.sh [--work DIR] [--quick] [--stage N] [--stop-stage M]
 #
 # Stages (each re-runnable on its own; finished stages are skipped, marked by WORK/.done.<stage>):
-#   1 corpus    espeak-ng speech in 4 prosody classes x 6 voices (e2v-demo-corpus)
-#   2 manifest  e2v-manifest (unlabelled part) and e2v-labels csv (labelled part)
+#   1 corpus    espeak-ng speech in 4 prosody classes x 6 voices, and a second labelled task of 4 pitch
+#               contours (rise, fall, peak, dip) with matched global statistics x 8 voices (e2v-demo-corpus)
+#   2 manifest  e2v-manifest (unlabelled part) and e2v-labels csv (labelled parts: splits demo, contour)
 #   3 pretrain  fairseq-hydra-train with the plugin, recipes/pretrain/emotion2vec_demo.yaml, with the
 #               linear emotion probe on the labelled set at every validation (task.probe_data)
 #   4 export    e2v-export: the pretrained student, and the same architecture with random weights
-#   5 extract   e2v-extract: last-layer features of both models, and log-mel filterbanks
+#   5 extract   e2v-extract: last-layer features of both models, and log-mel filterbanks, for both tasks
 #   6 probe     e2v-probe: leave-one-speaker-out probe on each feature set, several probe seeds,
-#               raw and per-speaker normalised features
+#               raw and per-speaker normalised features, for both tasks (contour: WORK/probe/contour/)
 #   7 report    e2v-demo-report: table, paired verdict, learning curves, t-SNE plot, stage timings
 # --quick shrinks every stage (the CI test runs it); the full demo takes about 15 minutes on 2 cores.
 set -euo pipefail
@@ -34,11 +35,11 @@ mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
 if [ "$QUICK" = 1 ]; then
-  CORPUS_ARGS=(--speakers 3 --labelled-per-class 4 --unlabelled 60)
+  CORPUS_ARGS=(--speakers 3 --labelled-per-class 4 --unlabelled 60 --contour-speakers 2 --contour-per-class 2 --contour-unlabelled 20)
   TRAIN_ARGS=(optimization.max_update=20 lr_scheduler.warmup_updates=2 dataset.validate_interval_updates=10 checkpoint.save_interval_updates=10 common.log_interval=5)
   PROBE_ARGS=(--epochs 5 --patience 3 --threads 1 --seeds 0)
 else
-  CORPUS_ARGS=(--speakers 6 --labelled-per-class 12 --unlabelled 1200)
+  CORPUS_ARGS=(--speakers 6 --labelled-per-class 12 --unlabelled 1200 --contour-speakers 8 --contour-per-class 8 --contour-unlabelled 600)
   TRAIN_ARGS=()
   PROBE_ARGS=(--epochs 100 --patience 10 --threads 1 --seeds 0 1 2)
 fi
@@ -63,6 +64,14 @@ corpus() { "$BIN/e2v-demo-corpus" "$WORK/corpus" "${CORPUS_ARGS[@]}"; }
 manifest() {
   "$BIN/e2v-manifest" "$WORK/corpus/unlabelled" --dest "$WORK/manifests" --valid-percent 0.03 --seed 0
   "$BIN/e2v-labels" csv "$WORK/corpus/labelled.csv" --dest "$WORK/labels" --split demo
+  if [ -f "$WORK/corpus/contour.csv" ]; then
+    "$BIN/e2v-labels" csv "$WORK/corpus/contour.csv" --dest "$WORK/labels" --split contour
+  fi
+}
+
+tasks() {  # the labelled tasks of this corpus: demo (prosody classes), contour (pitch contours) if made
+  echo demo
+  if [ -f "$WORK/labels/contour.tsv" ]; then echo contour; fi
 }
 
 pretrain() {
@@ -79,25 +88,32 @@ export_models() {
 }
 
 extract() {
-  for model in pretrained random; do
-    "$BIN/e2v-extract" "$WORK/export/$model" "$WORK/labels/demo.tsv" --out "$WORK/features/$model" --prefix demo
+  for task in $(tasks); do
+    for model in pretrained random; do
+      "$BIN/e2v-extract" "$WORK/export/$model" "$WORK/labels/$task.tsv" --out "$WORK/features/$model" --prefix "$task"
+    done
+    "$BIN/e2v-extract" fbank "$WORK/labels/$task.tsv" --out "$WORK/features/fbank" --prefix "$task"
   done
-  "$BIN/e2v-extract" fbank "$WORK/labels/demo.tsv" --out "$WORK/features/fbank" --prefix demo
 }
 
 probe() {
-  mkdir -p "$WORK/probe"
-  for feats in pretrained random fbank; do
-    local plot=()
-    if [ "$feats" = pretrained ]; then plot=(--plot "$WORK/probe/tsne_pretrained.png" --confusion-plot "$WORK/probe/confusion_pretrained.png"); fi
-    # raw and per-speaker normalised features (one speaker is at chance for every feature set
-    # without it) side by side: two one-thread processes for the 2-core machine
-    "$BIN/e2v-probe" "$WORK/features/$feats/demo" "$WORK/labels/demo.emo" --groups "$WORK/labels/demo.group" \
-      --out "$WORK/probe/$feats.json" "${PROBE_ARGS[@]}" "${plot[@]}" &
-    local raw=$!
-    "$BIN/e2v-probe" "$WORK/features/$feats/demo" "$WORK/labels/demo.emo" --groups "$WORK/labels/demo.group" \
-      --out "$WORK/probe/$feats.spknorm.json" --normalize-per-group --quiet "${PROBE_ARGS[@]}"
-    wait "$raw"  # its exit status: set -e stops the demo if that probe failed
+  local task dir
+  for task in $(tasks); do
+    dir=$WORK/probe  # the first task's results stay where they were; the contour task's in probe/contour
+    if [ "$task" != demo ]; then dir=$WORK/probe/$task; fi
+    mkdir -p "$dir"
+    for feats in pretrained random fbank; do
+      local plot=()
+      if [ "$feats" = pretrained ]; then plot=(--plot "$dir/tsne_pretrained.png" --confusion-plot "$dir/confusion_pretrained.png"); fi
+      # raw and per-speaker normalised features (one speaker is at chance for every feature set
+      # without it) side by side: two one-thread processes for the 2-core machine
+      "$BIN/e2v-probe" "$WORK/features/$feats/$task" "$WORK/labels/$task.emo" --groups "$WORK/labels/$task.group" \
+        --out "$dir/$feats.json" "${PROBE_ARGS[@]}" "${plot[@]}" &
+      local raw=$!
+      "$BIN/e2v-probe" "$WORK/features/$feats/$task" "$WORK/labels/$task.emo" --groups "$WORK/labels/$task.group" \
+        --out "$dir/$feats.spknorm.json" --normalize-per-group --quiet "${PROBE_ARGS[@]}"
+      wait "$raw"  # its exit status: set -e stops the demo if that probe failed
+    done
   done
 }
 

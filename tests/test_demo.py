@@ -48,6 +48,15 @@ def test_quick_demo_end_to_end_and_resumable(tmp_path):
     # every stage before the report is timed in it (the report's own time is appended after it ran)
     assert set(report["timings_s"]) == {"corpus", "manifest", "pretrain", "export", "extract", "probe"}
     assert "verdict:" in log and "| features | WA | UA | WF1 |" in log
+    # the second task (pitch contours, 2 speakers in --quick): probed and reported beside the first
+    contour = report["contour"]
+    assert [r["features"] for r in contour["rows"]] == ["pretrained", "random", "fbank"]
+    assert all(r["folds"] == 2 for r in contour["rows"] + contour["rows_spknorm"])
+    for variant in ("raw", "spknorm"):
+        assert [(p["b"], p["n_folds"]) for p in contour["paired"][variant]] == [("random", 2), ("fbank", 2)]
+    assert sorted(contour["corpus_stats"]) == ["dip", "fall", "peak", "rise"]
+    assert contour["corpus_stats"]["rise"]["slope"] > 0 > contour["corpus_stats"]["fall"]["slope"]
+    assert "## Second task: pitch contours" in (work / "report.md").read_text() and "contour raw:" in log
     for png in ("probe_scores.png", "curves.png", "probe/tsne_pretrained.png", "probe/confusion_pretrained.png"):
         assert (work / png).stat().st_size > 1000, png
     # finished stages are skipped on a re-run; one stage can be redone on its own

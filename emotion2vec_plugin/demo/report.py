@@ -6,7 +6,10 @@ Reads what ``recipes/demo.sh`` left in WORK: ``probe/{pretrained,random,fbank}.j
 learning curves, e2v-curves), and prints the table. The verdict line says whether pretraining
 beat the same architecture with random weights by a paired comparison over the same speaker
 folds (demo/paired.py: per-fold differences of the seed-averaged UA, t confidence interval,
-sign test), for raw and per-speaker normalised features (``probe/*.spknorm.json``).
+sign test), for raw and per-speaker normalised features (``probe/*.spknorm.json``). The second
+task (pitch contours with matched global statistics, ``probe/contour/``, demo/corpus.py) gets the
+same tables and verdicts, with the corpus builder's measured per-class prosody
+(``corpus/contour_stats.json``).
 """
 
 import argparse
@@ -64,10 +67,10 @@ def last_valid_losses(log_path: str) -> Dict[str, float]:
 VARIANTS = {"": "raw features", ".spknorm": "per-speaker normalised features (e2v-probe --normalize-per-group)"}
 
 
-def probe_rows(work: str, variant: str) -> List[dict]:
+def probe_rows(work: str, variant: str, subdir: str = "probe") -> List[dict]:
     rows: List[dict] = []
     for key, name in FEATURES.items():
-        probe = load_probe(os.path.join(work, "probe", f"{key}{variant}.json"))
+        probe = load_probe(os.path.join(work, subdir, f"{key}{variant}.json"))
         if probe is None:
             continue
         summary = probe["summary"]
@@ -78,11 +81,11 @@ def probe_rows(work: str, variant: str) -> List[dict]:
     return rows
 
 
-def paired_verdicts(work: str, variant: str) -> List[dict]:
+def paired_verdicts(work: str, variant: str, subdir: str = "probe") -> List[dict]:
     """Pretrained vs random weights and vs log-mel, paired over the same speaker folds (demo/paired.py)."""
     from .paired import paired_comparison, verdict
 
-    probes = {k: load_probe(os.path.join(work, "probe", f"{k}{variant}.json")) for k in FEATURES}
+    probes = {k: load_probe(os.path.join(work, subdir, f"{k}{variant}.json")) for k in FEATURES}
     out = []
     for other, name in (("random", "random weights"), ("fbank", "log-mel")):
         if probes["pretrained"] is not None and probes[other] is not None:
@@ -106,6 +109,45 @@ def learning_curve(work: str) -> Optional[dict]:
             "command": f"e2v-curves {run} --out {os.path.join(work, 'curves.png')}"}
 
 
+def contour_report(work: str) -> Optional[dict]:
+    """The second task (pitch contours with matched global statistics, WORK/probe/contour): the same
+    tables and paired verdicts as the first, and the corpus builder's measured per-class prosody."""
+    subdir = os.path.join("probe", "contour")
+    rows = probe_rows(work, "", subdir)
+    if not rows:
+        return None
+    paired = {variant.lstrip(".") or "raw": paired_verdicts(work, variant, subdir) for variant in VARIANTS}
+    raw_random = [p for p in paired["raw"] if p["b"] == "random"]
+    stats_path = os.path.join(work, "corpus", "contour_stats.json")
+    stats = None
+    if os.path.isfile(stats_path):
+        with open(stats_path, encoding="utf-8") as f:
+            stats = json.load(f)
+    return {"rows": rows, "rows_spknorm": probe_rows(work, ".spknorm", subdir), "paired": paired,
+            "verdict": raw_random[0]["verdict"] if raw_random else None, "corpus_stats": stats}
+
+
+def format_contour_stats(stats: Dict[str, dict]) -> str:
+    """The contour corpus' measured prosody per class (demo/corpus.py measure_prosody)."""
+    lines = ["| class | n | mean log2 F0 | median F0 (Hz) | RMS | duration (s) | F0 slope (oct/s) | "
+             "middle - ends (oct) |", "|---" * 8 + "|"]
+    for label, m in stats.items():
+        lines.append(f"| {label} | {m['n']} | {m['logf0_mean']:.3f} | {m['f0_median']:.1f} | {m['rms']:.4f} | "
+                     f"{m['duration']:.2f} | {m['slope']:+.3f} | {m['middle']:+.3f} |")
+    return "\n".join(lines)
+
+
+def format_contour(contour: dict) -> str:
+    verdicts = "\n".join(f"* {VARIANTS['' if variant == 'raw' else '.' + variant]}: {p['verdict']}"
+                         for variant, items in contour["paired"].items() for p in items)
+    stats = (f"Measured on the labelled contour audio (global statistics matched, shape different):\n\n"
+             f"{format_contour_stats(contour['corpus_stats'])}\n\n" if contour["corpus_stats"] else "")
+    return (f"## Second task: pitch contours (rise, fall, peak, dip) with matched global statistics\n\n"
+            f"{stats}{format_table(contour)}\n\n**Verdict:** {contour['verdict']}\n\n{verdicts}\n\n"
+            f"Per-speaker normalised features:\n\n{format_table(contour, 'rows_spknorm')}\n\n"
+            f"UA per speaker fold (%):\n\n{format_folds(contour)}\n\n")
+
+
 def build_report(work: str) -> dict:
     rows = probe_rows(work, "")
     paired = {variant.lstrip(".") or "raw": paired_verdicts(work, variant) for variant in VARIANTS}
@@ -116,6 +158,7 @@ def build_report(work: str) -> dict:
         "verdict": raw_random[0]["verdict"] if raw_random else None,
         "paired": paired,
         "curve": learning_curve(work),
+        "contour": contour_report(work),
         "pretraining_valid": last_valid_losses(os.path.join(work, "pretrain", "hydra_train.log")),
         "timings_s": read_timings(os.path.join(work, "timings.tsv")),
     }
@@ -190,6 +233,7 @@ def main(args) -> dict:
           f"## Paired comparisons (same speaker folds)\n\n{verdicts}\n\n"
           f"Per-speaker normalised features:\n\n{format_table(report, 'rows_spknorm')}\n\n"
           f"UA per speaker fold (%):\n\n{format_folds(report)}\n\n{curve_md}"
+          f"{format_contour(report['contour']) if report['contour'] else ''}"
           f"Pretraining, last validation: {report['pretraining_valid']}\n\n"
           f"| stage | seconds |\n|---|---|\n{timings}\n")
     with open(os.path.join(args.work, "report.md"), "w", encoding="utf-8") as f:
@@ -207,6 +251,11 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
     for variant, items in report["paired"].items():
         for p in items[1 if variant == "raw" else 0:]:
             print(f"  {variant}: {p['verdict']}")
+    if report["contour"]:
+        print("\ncontour task (pitch contours, matched global statistics):\n" + format_table(report["contour"]))
+        for variant, items in report["contour"]["paired"].items():
+            for p in items:
+                print(f"  contour {variant}: {p['verdict']}")
     print("stage timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()))
     print(f"report: {os.path.join(args.work, 'report.md')}, {os.path.join(args.work, 'report.json')}, "
           f"plots: {os.path.join(args.work, 'probe_scores.png')}, {os.path.join(args.work, 'probe')}/*.png")
