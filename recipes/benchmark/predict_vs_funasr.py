@@ -8,10 +8,18 @@
 3. ``--num`` synthetic utterances of 2-10 s are written as wav files. Both systems score every
    file: FunASR with ``generate(path, granularity="utterance", extract_embedding=False)`` (its
    one-by-one loop), ours with e2v-predict's :func:`predict_items` (CPU default: one file per
-   batch) and again batched (``--batch-size``). Rounds alternate the order of the two systems so
-   that other load on the machine hits both alike; the ratio is taken per round.
-4. Reported: labels equal, the largest score difference FunASR vs ours (one by one and batched),
-   audio-seconds per second of each system and the ratio (median over rounds).
+   batch) and again batched (``--batch-size``).
+4. Timing is interleaved per file: in every round each file is scored by both systems back to
+   back, the order alternating with file and round, so that other load on a shared machine hits
+   both alike. For each call the wall time and the process CPU time (``time.process_time``: all
+   threads of this process, so other processes' load inflates it much less than wall time) are
+   recorded. Reported: per-round ratios FunASR / ours (wall and CPU), their medians, the median
+   of the per-file wall ratios, audio-seconds per second of each system, the load average.
+5. Correctness on the same run: labels equal, the largest score difference FunASR vs ours (one
+   by one and batched), batched vs one by one.
+
+``--breakdown`` adds where the CPU time of one file goes, per stage, for both systems (audio
+reading, normalisation, CNN, Transformer, head), summed over the files.
 
 FunASR is not a project dependency; install it beside the venv::
 
@@ -33,6 +41,7 @@ import time
 import numpy as np
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 
 from emotion2vec_plugin.data.synthetic import synth_utterance
 from emotion2vec_plugin.downstream import export
@@ -69,6 +78,61 @@ def write_files(folder: str, num: int, seed: int = 0):
     return items
 
 
+def breakdown(model, settings, fun, items):
+    """CPU seconds per stage, summed over ``items``, of ours (predict_items on one file) and FunASR
+    (generate on one file), on one thread: with several, OpenMP's worker threads spin for a while
+    after each parallel region and that CPU time lands in whatever stage is timed next. Each stage
+    is run and timed on its own, the least of 3 runs; "rest" is the whole call minus the stages (bookkeeping); FunASR's
+    Transformer is its forward minus its CNN."""
+    from funasr.utils.load_utils import load_audio_text_image_video
+
+    from emotion2vec_plugin.data.manifest import read_mono
+    from emotion2vec_plugin.data.padding import crop_and_pad
+    from emotion2vec_plugin.modules.encoder import normalize_waveform
+
+    def cpu(fn, reps=3):  # the least CPU time of a few runs: other load only ever adds to it
+        best = float("inf")
+        for _ in range(reps):
+            c0 = time.process_time()
+            out = fn()
+            best = min(best, time.process_time() - c0)
+        return out, best
+
+    stages = {"ours": {}, "funasr": {}}
+
+    def add(system, stage, seconds):
+        stages[system][stage] = stages[system].get(stage, 0.0) + seconds
+
+    fm = fun.model
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with torch.inference_mode():
+        for it in items:
+            _, t_all = cpu(lambda: predict_items(model, settings, [it], 1))
+            wav, t_read = cpu(lambda: (sf.info(it.path), read_mono(it.path, it.where, 16000))[1])
+            src, t_norm = cpu(lambda: normalize_waveform(*crop_and_pad([torch.from_numpy(wav)], None, None)))
+            (x, _), t_cnn = cpu(lambda: model.local_features(src, None))
+            h, t_ctx = cpu(lambda: model.contextualize(x, None))
+            _, t_head = cpu(lambda: torch.softmax(model.classify(h[:, model.num_utterance_tokens:].mean(1)), -1))
+            for k, v in [("read", t_read), ("normalise", t_norm), ("cnn+projection", t_cnn),
+                         ("transformer", t_ctx), ("head", t_head)]:
+                add("ours", k, v)
+            add("ours", "rest", t_all - t_read - t_norm - t_cnn - t_ctx - t_head)
+
+            _, t_all = cpu(lambda: fun.generate(it.path, granularity="utterance", extract_embedding=False))
+            wav, t_read = cpu(lambda: load_audio_text_image_video(it.path, fs=16000, audio_fs=16000, data_type="sound"))
+            src, t_norm = cpu(lambda: F.layer_norm(wav, wav.shape).view(1, -1))
+            _, t_cnn = cpu(lambda: fm.modality_encoders["AUDIO"].local_features(src))
+            feats, t_fwd = cpu(lambda: fm.extract_features(src, padding_mask=None)["x"])
+            _, t_head = cpu(lambda: torch.softmax(fm.proj(feats.mean(dim=1)), -1))
+            for k, v in [("read", t_read), ("normalise", t_norm), ("cnn+projection", t_cnn),
+                         ("transformer", t_fwd - t_cnn), ("head", t_head)]:
+                add("funasr", k, v)
+            add("funasr", "rest", t_all - t_read - t_norm - t_fwd - t_head)
+    torch.set_num_threads(threads)
+    return {s: {k: round(v, 3) for k, v in d.items()} for s, d in stages.items()}
+
+
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--num", type=int, default=40, help="utterances (2-10 s each)")
@@ -78,6 +142,7 @@ def get_parser():
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="our batched run's dtype")
     p.add_argument("--no-funasr", action="store_true", help="ours only (e.g. on a GPU)")
+    p.add_argument("--breakdown", action="store_true", help="also CPU seconds per stage of both systems")
     return p
 
 
@@ -119,16 +184,30 @@ def main(args):
 
     ours(1, files=items[:2])
     funasr(items[:2])  # warm-up both
-    ratios, t_ours, t_fun = [], [], []
+    load_before = os.getloadavg()
+    # wall[system][round], cpu[system][round]: sums over the files; file_ratios: per file and round
+    wall = {"funasr": [0.0] * args.rounds, "ours": [0.0] * args.rounds}
+    cpu = {"funasr": [0.0] * args.rounds, "ours": [0.0] * args.rounds}
+    file_ratios, s_fun, s_ours = [], [None] * len(items), [None] * len(items)
     for r in range(args.rounds):
-        if r % 2 == 0:
-            (s_fun, tf), (s_ours, to) = funasr(), ours(1)
-        else:
-            (s_ours, to), (s_fun, tf) = ours(1), funasr()
-        ratios.append(tf / to)
-        t_ours.append(to)
-        t_fun.append(tf)
+        for i, item in enumerate(items):
+            calls = [("funasr", lambda it=item: funasr([it])), ("ours", lambda it=item: ours(1, files=[it]))]
+            if (r + i) % 2:
+                calls.reverse()
+            this = {}
+            for name, call in calls:
+                c0 = time.process_time()
+                (scores, w) = call()
+                cpu[name][r] += time.process_time() - c0
+                wall[name][r] += w
+                this[name] = w
+                (s_fun if name == "funasr" else s_ours)[i] = scores[0]
+            file_ratios.append(this["funasr"] / this["ours"])
+    load_after = os.getloadavg()
+    s_fun, s_ours = np.stack(s_fun), np.stack(s_ours)
     s_batched, _ = ours(args.batch_size)
+    wall_ratios = [f / o for f, o in zip(wall["funasr"], wall["ours"])]
+    cpu_ratios = [f / o for f, o in zip(cpu["funasr"], cpu["ours"])]
     report.update({
         "labels_equal": True,
         "max_abs_score_diff_one_by_one": float(np.abs(s_fun - s_ours).max()),
@@ -136,11 +215,19 @@ def main(args):
         "max_abs_ours_batched_vs_one_by_one": float(np.abs(s_batched - s_ours).max()),
         "top1_agreement": float((s_fun.argmax(1) == s_ours.argmax(1)).mean()),
         "score_range": [round(float(s_fun.min()), 4), round(float(s_fun.max()), 4)],
-        "funasr_audio_s_per_s": round(audio / statistics.median(t_fun), 2),
-        "ours_audio_s_per_s": round(audio / statistics.median(t_ours), 2),
-        "speedup_per_round": [round(x, 3) for x in ratios],
-        "speedup_median": round(statistics.median(ratios), 3),
+        "load_average_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        "funasr_audio_s_per_s": round(audio / statistics.median(wall["funasr"]), 2),
+        "ours_audio_s_per_s": round(audio / statistics.median(wall["ours"]), 2),
+        "funasr_cpu_s_per_audio_s": round(statistics.median(cpu["funasr"]) / audio, 3),
+        "ours_cpu_s_per_audio_s": round(statistics.median(cpu["ours"]) / audio, 3),
+        "speedup_wall_per_round": [round(x, 3) for x in wall_ratios],
+        "speedup_wall_median": round(statistics.median(wall_ratios), 3),
+        "speedup_wall_median_per_file": round(statistics.median(file_ratios), 3),
+        "speedup_cpu_per_round": [round(x, 3) for x in cpu_ratios],
+        "speedup_cpu_median": round(statistics.median(cpu_ratios), 3),
     })
+    if args.breakdown:
+        report["cpu_s_by_stage"] = breakdown(model, settings, fun, items)
     print(report)
     return report
 
