@@ -4,12 +4,14 @@ targets) and padded inference equal a frozen reference computation up to fp32 ro
 The reference is the computation before the speed work (commit 139be9c^), frozen here: the CNN
 as channels-last ``conv2d`` layers, the positional convs and the decoder as their ``conv_norm_gelu``
 Sequentials on transposed [B, D, T] tensors, the frame targets as
-``y.repeat_interleave(clone_batch)[mask]``; the CNN is also checked against its state-dict layout
-modules (Conv1d). ``recipes/benchmark/train_step_vs_data2vec.py --baseline`` times this reference.
-The fast path runs the CNN as GEMMs over unfolded windows, the grouped convs channels-last and
-indexes the targets.
+``y.repeat_interleave(clone_batch)[mask]``, every dropout through ``F.dropout`` and the attention
+dropout inside SDPA (``modules.dropout.torch_dropout``); the CNN is also checked against its
+state-dict layout modules (Conv1d). ``recipes/benchmark/train_step_vs_data2vec.py --baseline``
+times this reference. The fast path runs the CNN as GEMMs over unfolded windows, the grouped convs
+channels-last, indexes the targets, and draws the dropout masks with the C kernel of
+``modules/dropout.py`` (attention written out in training so that its dropout goes there too).
 Dropouts stay on (released rates) with the same seed on both sides, so the test also shows
-that the fast path draws the same random numbers in the same order.
+that the fast path draws the same random numbers in the same order (loss difference 0).
 
 ``model.compile=true`` against eager is tested when ``E2V_TEST_COMPILE=1`` (inductor compiles for
 minutes on this 2-core CPU: 5.4 min wall measured under load, too long for the suite).
@@ -24,6 +26,7 @@ import torch
 
 from emotion2vec_plugin.criterions.emotion2vec_criterion import Emotion2vecCriterion, Emotion2vecCriterionConfig
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig, Emotion2vecModel
+from emotion2vec_plugin.modules.dropout import torch_dropout
 from emotion2vec_plugin.modules.encoder import ConvDecoder, PositionalConvEncoder
 from emotion2vec_plugin.modules.feature_extractor import ConvFeatureExtractor
 
@@ -106,7 +109,8 @@ def reference_path(flip_decoder: bool = False):
     ConvDecoder.forward = lambda self, x: reference_decoder(self, x, flip_decoder)
     Emotion2vecModel.pair_outputs = pair_outputs
     try:
-        yield
+        with torch_dropout():  # F.dropout, and SDPA's own attention dropout
+            yield
     finally:
         (ConvFeatureExtractor.forward, PositionalConvEncoder.forward, ConvDecoder.forward,
          Emotion2vecModel.pair_outputs) = saved
@@ -169,9 +173,15 @@ def compare(fast, ref) -> Dict[str, float]:
             "utt_target_abs": float((o_f["utt_target"] - o_r["utt_target"]).abs().max())}
 
 
-def test_training_step_equals_reference_path():
+@pytest.fixture(scope="module")
+def fast_step():
+    """The model and its fast-path step, shared by the tests below (built and run once)."""
     model = build()
-    fast = one_step(model)
+    return model, one_step(model)
+
+
+def test_training_step_equals_reference_path(fast_step):
+    model, fast = fast_step
     with reference_path():
         ref = one_step(model)
     r = compare(fast, ref)
@@ -187,9 +197,8 @@ def test_training_step_equals_reference_path():
     assert other["loss"] > 100 * LOSS_RTOL and other["grad"] > 100 * GRAD_RTOL, other
 
 
-def test_a_wrong_decoder_is_caught():
-    model = build()
-    fast = one_step(model)
+def test_a_wrong_decoder_is_caught(fast_step):
+    model, fast = fast_step
     with reference_path(flip_decoder=True):
         ref = one_step(model)
     r = compare(fast, ref)

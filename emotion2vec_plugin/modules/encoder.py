@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import EncoderConfig, parse_conv_layers, validate_encoder_config
+from .dropout import dropout
 from .feature_extractor import ConvFeatureExtractor
 from .layers import apply_conv_norm_gelu, conv_norm_gelu
 from .masking import MaskInfo
@@ -207,7 +208,7 @@ class Emotion2vecEncoder(nn.Module):
         """The decoder's input dropout on the encoder output [B, N_u + T_keep, D] (data2vec 2.0
         ``decoder_input``, which applies it in place, so its utterance prediction reads the
         dropped-out tensor too)."""
-        return F.dropout(encoder_out, self.encoder_cfg.decoder_input_dropout, training=self.training)
+        return dropout(encoder_out, self.encoder_cfg.decoder_input_dropout, training=self.training)
 
     def decode(self, x: torch.Tensor, mask_info: MaskInfo, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Decoder input (:meth:`decoder_input` of the encoder output) [B, N_u + T_keep, D] ->
