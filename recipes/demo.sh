@@ -115,6 +115,12 @@ probe() {
       wait "$raw"  # its exit status: set -e stops the demo if that probe failed
     done
   done
+  if [ -f "$WORK/labels/contour.tsv" ]; then
+    # the contour task's learning curve: the linear probe on the kept checkpoints (the in-training
+    # probe follows the first task), update 0 = the random weights of stage 4
+    "$BIN/e2v-curves" "$WORK/pretrain" --probe-data "$WORK/labels" --split contour --layers last \
+      --out "$WORK/curves_contour.png" --json "$WORK/probe/contour/curve.json" --title "contour task"
+  fi
 }
 
 report() { "$BIN/e2v-demo-report" "$WORK"; }

@@ -57,7 +57,9 @@ def test_quick_demo_end_to_end_and_resumable(tmp_path):
     assert sorted(contour["corpus_stats"]) == ["dip", "fall", "peak", "rise"]
     assert contour["corpus_stats"]["rise"]["slope"] > 0 > contour["corpus_stats"]["fall"]["slope"]
     assert "## Second task: pitch contours" in (work / "report.md").read_text() and "contour raw:" in log
-    for png in ("probe_scores.png", "curves.png", "probe/tsne_pretrained.png", "probe/confusion_pretrained.png"):
+    assert sorted(contour["curve"]["probe_ua"]["last"]) == ["0", "10", "20"]  # e2v-curves on the kept checkpoints
+    for png in ("probe_scores.png", "curves.png", "probe/tsne_pretrained.png", "probe/confusion_pretrained.png",
+                "curves_contour.png", "probe/contour/tsne_pretrained.png"):
         assert (work / png).stat().st_size > 1000, png
     # finished stages are skipped on a re-run; one stage can be redone on its own
     again = demo(work)

@@ -123,8 +123,13 @@ def contour_report(work: str) -> Optional[dict]:
     if os.path.isfile(stats_path):
         with open(stats_path, encoding="utf-8") as f:
             stats = json.load(f)
+    curve = load_probe(os.path.join(work, subdir, "curve.json"))  # e2v-curves --probe-data ... --json
+    if curve is not None:
+        curve = {"png": "curves_contour.png", "probe_ua": curve["probe_ua"], "log_mel": curve["log_mel"],
+                 "command": f"e2v-curves {os.path.join(work, 'pretrain')} --probe-data {os.path.join(work, 'labels')} "
+                            f"--split contour --layers last"}
     return {"rows": rows, "rows_spknorm": probe_rows(work, ".spknorm", subdir), "paired": paired,
-            "verdict": raw_random[0]["verdict"] if raw_random else None, "corpus_stats": stats}
+            "verdict": raw_random[0]["verdict"] if raw_random else None, "corpus_stats": stats, "curve": curve}
 
 
 def format_contour_stats(stats: Dict[str, dict]) -> str:
@@ -142,10 +147,14 @@ def format_contour(contour: dict) -> str:
                          for variant, items in contour["paired"].items() for p in items)
     stats = (f"Measured on the labelled contour audio (global statistics matched, shape different):\n\n"
              f"{format_contour_stats(contour['corpus_stats'])}\n\n" if contour["corpus_stats"] else "")
+    curve = contour["curve"]
+    curve_md = (f"Learning curve (linear probe on the saved checkpoints):\n\n![contour curves]({curve['png']})\n\n"
+                f"`{curve['command']}`; UA by update: {json.dumps(curve['probe_ua'])}, log-mel "
+                f"{json.dumps(curve['log_mel'])}\n\n" if curve else "")
     return (f"## Second task: pitch contours (rise, fall, peak, dip) with matched global statistics\n\n"
             f"{stats}{format_table(contour)}\n\n**Verdict:** {contour['verdict']}\n\n{verdicts}\n\n"
             f"Per-speaker normalised features:\n\n{format_table(contour, 'rows_spknorm')}\n\n"
-            f"UA per speaker fold (%):\n\n{format_folds(contour)}\n\n")
+            f"UA per speaker fold (%):\n\n{format_folds(contour)}\n\n{curve_md}")
 
 
 def build_report(work: str) -> dict:
