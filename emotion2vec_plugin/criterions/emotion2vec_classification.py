@@ -19,6 +19,7 @@ from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
+from .common_metrics import log_loss_and_counts
 from ..modules.classification_metrics import class_counts, scores_from_counts
 
 COUNTS = ("tp", "true", "pred")
@@ -88,14 +89,7 @@ class Emotion2vecClassificationCriterion(FairseqCriterion):
 
     @staticmethod
     def reduce_metrics(logging_outputs: List[Dict]) -> None:
-        def total(key):
-            return sum(float(log.get(key, 0)) for log in logging_outputs)
-
-        sample_size = max(total("sample_size"), 1.0)
-        metrics.log_scalar("loss", total("loss") / sample_size, sample_size, round=4)
-        metrics.log_scalar("nsentences", total("nsentences"), round=0, priority=1000)
-        metrics.log_scalar_sum("bad_files", total("bad_files"), round=0)
-        metrics.log_scalar_sum("nonfinite_loss", total("nonfinite_loss"), round=0)
+        total, _ = log_loss_and_counts(logging_outputs)
         keys = set().union(*(log.keys() for log in logging_outputs)) if logging_outputs else set()
         num_classes = sum(1 for k in keys if k.startswith("true_"))
         if num_classes == 0:

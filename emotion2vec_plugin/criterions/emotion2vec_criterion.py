@@ -13,6 +13,7 @@ from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
+from .common_metrics import log_loss_and_counts
 from ..modules.losses import REDUCTIONS, frame_loss_sum, utterance_loss
 
 STAT_KEYS = ("target_var", "pred_var", "ema_decay", "mask_frac", "utt_target_norm")
@@ -64,18 +65,8 @@ class Emotion2vecCriterion(FairseqCriterion):
 
     @staticmethod
     def reduce_metrics(logging_outputs: List[Dict]) -> None:
-        def total(key):
-            return sum(float(log.get(key, 0)) for log in logging_outputs)
-
-        sample_size = max(total("sample_size"), 1.0)
+        total, _ = log_loss_and_counts(logging_outputs, ("loss", "loss_frame", "loss_utt"))
         n_outputs = max(total("n_outputs"), 1.0)
-        metrics.log_scalar("loss", total("loss") / sample_size, sample_size, round=4)
-        metrics.log_scalar("loss_frame", total("loss_frame") / sample_size, sample_size, round=4)
-        metrics.log_scalar("loss_utt", total("loss_utt") / sample_size, sample_size, round=4)
-        metrics.log_scalar("nsentences", total("nsentences"), round=0, priority=1000)
-        # counts summed over the log interval: utterances left out (bad files), skipped updates
-        metrics.log_scalar_sum("bad_files", total("bad_files"), round=0)
-        metrics.log_scalar_sum("nonfinite_loss", total("nonfinite_loss"), round=0)
         for key in STAT_KEYS:
             metrics.log_scalar(key, total(key) / n_outputs, n_outputs, round=6 if key == "ema_decay" else 4)
 
