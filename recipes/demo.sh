@@ -13,7 +13,9 @@
 #   5 extract   e2v-extract: last-layer features of both models, and log-mel filterbanks, for both tasks
 #   6 probe     e2v-probe: leave-one-speaker-out probe on each feature set, several probe seeds,
 #               raw and per-speaker normalised features, for both tasks (contour: WORK/probe/contour/)
-#   7 report    e2v-demo-report: table, paired verdict, learning curves, t-SNE plot, stage timings
+#   7 finetune  the pretrained model fine-tuned on every speaker but one (recipes/finetune, demo config),
+#               against the linear probe on that held-out speaker (emotion2vec_plugin/demo/finetune_stage.py)
+#   8 report    e2v-demo-report: table, paired verdict, learning curves, t-SNE plot, stage timings
 # --quick shrinks every stage (the CI test runs it); the full demo takes about 15 minutes on 2 cores.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +23,7 @@ BIN=$REPO/.venv/bin
 WORK=$REPO/demo_work
 QUICK=0
 STAGE=1
-STOP=7
+STOP=8
 while [ $# -gt 0 ]; do
   case "$1" in
     --work) WORK=$2; shift 2 ;;
@@ -39,11 +41,13 @@ if [ "$QUICK" = 1 ]; then
   TRAIN_ARGS=(optimization.max_update=20 lr_scheduler.warmup_updates=2 dataset.validate_interval_updates=10 checkpoint.save_interval_updates=10 common.log_interval=5)
   PROBE_ARGS=(--epochs 5 --patience 3 --threads 1 --seeds 0)
   CONTOUR_PROBE_ARGS=()
+  FINETUNE_ARGS=(optimization.max_update=6 model.freeze_finetune_updates=2 optimizer.groups.default.lr_scheduler.warmup_updates=1 optimizer.groups.no_decay.lr_scheduler.warmup_updates=1 common.log_interval=2)
 else
   CORPUS_ARGS=(--speakers 6 --labelled-per-class 12 --unlabelled 1200 --contour-speakers 8 --contour-per-class 8 --contour-unlabelled 600)
   TRAIN_ARGS=()
   PROBE_ARGS=(--epochs 100 --patience 10 --threads 1 --seeds 0 1 2)
   CONTOUR_PROBE_ARGS=(--seeds 0 1)  # the contour task: 8 speaker folds, 2 probe seeds (the demo's time budget)
+  FINETUNE_ARGS=()
 fi
 
 run_stage() {  # run_stage N NAME CMD...: skip when done, time it, mark it done
@@ -126,6 +130,10 @@ probe() {
   fi
 }
 
+finetune() {  # split, fairseq-hydra-train, e2v-predict --labels and e2v-probe --probe linear: WORK/finetune/
+  "$BIN/python" -m emotion2vec_plugin.demo.finetune_stage "$WORK" "${FINETUNE_ARGS[@]}"
+}
+
 report() { "$BIN/e2v-demo-report" "$WORK"; }
 
 run_stage 1 corpus corpus
@@ -134,4 +142,5 @@ run_stage 3 pretrain pretrain
 run_stage 4 export export_models
 run_stage 5 extract extract
 run_stage 6 probe probe
-run_stage 7 report report
+run_stage 7 finetune finetune
+run_stage 8 report report

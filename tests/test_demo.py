@@ -18,7 +18,8 @@ def demo(work: Path, *extra: str) -> str:
 def test_quick_demo_end_to_end_and_resumable(tmp_path):
     work = tmp_path / "demo"
     log = demo(work)
-    for i, stage in enumerate(("corpus", "manifest", "pretrain", "export", "extract", "probe", "report"), start=1):
+    for i, stage in enumerate(("corpus", "manifest", "pretrain", "export", "extract", "probe", "finetune", "report"),
+                              start=1):
         assert f"== stage {i} {stage}" in log and (work / f".done.{stage}").exists(), stage
     report = json.loads((work / "report.json").read_text())
     assert [r["features"] for r in report["rows"]] == ["pretrained", "random", "fbank"]
@@ -46,7 +47,20 @@ def test_quick_demo_end_to_end_and_resumable(tmp_path):
     assert sorted(report["curve"]["probe_ua"]["last"]) == ["0", "10", "20"] and "fbank" in report["curve"]["log_mel"]
     assert "![learning curves](curves.png)" in (work / "report.md").read_text()
     # every stage before the report is timed in it (the report's own time is appended after it ran)
-    assert set(report["timings_s"]) == {"corpus", "manifest", "pretrain", "export", "extract", "probe"}
+    assert set(report["timings_s"]) == {"corpus", "manifest", "pretrain", "export", "extract", "probe", "finetune"}
+    # stage 7: fine-tuned on spk0 + spk1 (2 x 4 classes x 4 utterances) for 6 updates, scored on spk2, the last
+    # speaker, against the linear probe's spk2 fold (trained on the same two speakers)
+    ft = report["finetune"]
+    assert (ft["held_out"], ft["train_utterances"], ft["held_out_utterances"]) == ("spk2", 32, 16)
+    assert "num_updates 6 " in (work / "finetune" / "run" / "hydra_train.log").read_text()
+    held = json.loads((work / "finetune" / "heldout.json").read_text())
+    assert {p["key"].split("/")[0] for p in held["predictions"]} == {"spk2"} and len(held["predictions"]) == 16
+    m = np.asarray(held["metrics"]["confusion"]["matrix"], dtype=float)
+    assert m.sum() == 16 and ft["finetuned"]["UA"] == pytest.approx((np.diag(m) / m.sum(1)).mean(), abs=1e-9)
+    linear = json.loads((work / "finetune" / "linear_probe.json").read_text())
+    assert [f["group"] for f in linear["folds"]] == ["spk0", "spk1", "spk2"]
+    assert ft["linear_probe"]["UA"] == linear["folds"][2]["UA"] and ft["linear_probe"]["n_test"] == 16
+    assert "## Fine-tuning, speaker spk2 held out" in (work / "report.md").read_text()
     assert "verdict:" in log and "| features | WA | UA | WF1 |" in log
     # the second task (pitch contours, 2 speakers in --quick): probed and reported beside the first
     contour = report["contour"]
@@ -63,7 +77,7 @@ def test_quick_demo_end_to_end_and_resumable(tmp_path):
         assert (work / png).stat().st_size > 1000, png
     # finished stages are skipped on a re-run; one stage can be redone on its own
     again = demo(work)
-    assert again.count("done before, skipping") == 7
+    assert again.count("done before, skipping") == 8
     (work / ".done.report").unlink()
-    redo = demo(work, "--stage", "7")
-    assert "== stage 7 report" in redo and "verdict:" in redo
+    redo = demo(work, "--stage", "8")
+    assert "== stage 8 report" in redo and "verdict:" in redo

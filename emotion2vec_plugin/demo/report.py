@@ -20,6 +20,7 @@ import re
 from typing import Dict, List, Optional
 
 from ..cli import run_main
+from . import finetune_stage
 
 FEATURES = {
     "pretrained": "emotion2vec (pretrained here)",
@@ -170,6 +171,7 @@ def build_report(work: str) -> dict:
         "contour": contour_report(work),
         "pretraining_valid": last_valid_losses(os.path.join(work, "pretrain", "hydra_train.log")),
         "timings_s": read_timings(os.path.join(work, "timings.tsv")),
+        "finetune": finetune_stage.load_result(work),  # stage 7: fine-tuned vs linear probe, one held-out speaker
     }
 
 
@@ -243,6 +245,7 @@ def main(args) -> dict:
           f"Per-speaker normalised features:\n\n{format_table(report, 'rows_spknorm')}\n\n"
           f"UA per speaker fold (%):\n\n{format_folds(report)}\n\n{curve_md}"
           f"{format_contour(report['contour']) if report['contour'] else ''}"
+          f"{finetune_stage.format_section(report['finetune'])}"
           f"Pretraining, last validation: {report['pretraining_valid']}\n\n"
           f"| stage | seconds |\n|---|---|\n{timings}\n")
     with open(os.path.join(args.work, "report.md"), "w", encoding="utf-8") as f:
