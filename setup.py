@@ -26,7 +26,7 @@ setup(
         "safetensors",
         "pyyaml",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "pytest-xdist"]},
     entry_points={
         "console_scripts": [
             "e2v-manifest = manifests.audio_manifest:cli_main",
