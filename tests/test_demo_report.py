@@ -48,6 +48,10 @@ def test_a_fold_shared_offset_is_not_mistaken_for_noise():
     assert "is worse than" in verdict(flipped, "B", "A")
     mixed = paired_comparison(result({"s1": 0.6, "s2": 0.4, "s3": 0.5}), result({"s1": 0.5, "s2": 0.5, "s3": 0.5}))
     assert verdict(mixed, "A", "B").startswith("no significant difference between A and B: +0.0 UA points")
+    # a constant gain on 2 folds: zero-width interval above 0, but 2 of 2 folds won is sign p = 0.5
+    constant = paired_comparison(result({"s1": 0.6, "s2": 0.5}), result({"s1": 0.5, "s2": 0.4}))
+    assert constant["ci"][0] > 0 and constant["sign_p"] == pytest.approx(0.5)
+    assert verdict(constant, "A", "B").startswith("no significant difference between A and B: +10.0 UA points")
     with pytest.raises(ValueError, match="share no fold"):
         paired_comparison(result({"x": 0.5}), result({"y": 0.5}))
 

@@ -12,8 +12,11 @@ noise), then
   among the non-tied folds (exact, no normality assumption; with 6 folds the smallest possible
   p is 2/64 = 0.031).
 
-The verdict says "beats" only when the interval lies above zero, "is worse" only when it lies
-below, and otherwise "no significant difference", with the numbers either way.
+The verdict says "beats" only when the interval lies above zero *and* the sign test agrees at the
+same level (p < 1 - confidence), "is worse" likewise below zero, and otherwise "no significant
+difference", with the numbers either way. The sign test guards the interval where it degenerates:
+a constant difference over a few folds (sd 0) gives a zero-width interval, but 2 folds won of 2 is
+p = 0.5, not evidence.
 """
 
 import math
@@ -72,8 +75,9 @@ def verdict(cmp: dict, a_name: str, b_name: str) -> str:
                 f"too few folds to decide")
     lo, hi = (100 * x for x in cmp["ci"])
     ci = f"{int(100 * cmp['confidence'])}% CI {lo:+.1f} to {hi:+.1f}"
-    if lo > 0:
+    decided = cmp["sign_p"] < 1 - cmp["confidence"]
+    if lo > 0 and decided:
         return f"{a_name} beats {b_name} by {m:.1f} {cmp['metric']} points ({ci}, {where})"
-    if hi < 0:
+    if hi < 0 and decided:
         return f"{a_name} is worse than {b_name} by {-m:.1f} {cmp['metric']} points ({ci}, {where})"
     return f"no significant difference between {a_name} and {b_name}: {m:+.1f} {cmp['metric']} points ({ci}, {where})"
