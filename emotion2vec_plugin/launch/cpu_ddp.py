@@ -78,6 +78,11 @@ def install_sync_check(directory: str) -> None:
 
 def main() -> None:
     patch_fairseq_for_cpu()
+    # this package was imported (as the launcher's parent) before fairseq, so fairseq's user-dir
+    # import will find it in sys.modules and skip it: register the task, model and criterion here
+    from emotion2vec_plugin import register
+
+    register()
     if os.environ.get("E2V_SYNC_CHECK_DIR"):
         install_sync_check(os.environ["E2V_SYNC_CHECK_DIR"])
     from fairseq_cli.hydra_train import cli_main
