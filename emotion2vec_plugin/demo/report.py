@@ -110,15 +110,22 @@ def learning_curve(work: str) -> Optional[dict]:
             "command": f"e2v-curves {run} --out {os.path.join(work, 'curves.png')}"}
 
 
+def task_results(work: str, subdir: str = "probe") -> dict:
+    """One labelled task's probe tables (raw and per-speaker normalised) and paired verdicts; the
+    headline verdict is pretrained vs random weights on raw features."""
+    paired = {variant.lstrip(".") or "raw": paired_verdicts(work, variant, subdir) for variant in VARIANTS}
+    raw_random = [p for p in paired["raw"] if p["b"] == "random"]
+    return {"rows": probe_rows(work, "", subdir), "rows_spknorm": probe_rows(work, ".spknorm", subdir),
+            "verdict": raw_random[0]["verdict"] if raw_random else None, "paired": paired}
+
+
 def contour_report(work: str) -> Optional[dict]:
     """The second task (pitch contours with matched global statistics, WORK/probe/contour): the same
     tables and paired verdicts as the first, and the corpus builder's measured per-class prosody."""
     subdir = os.path.join("probe", "contour")
-    rows = probe_rows(work, "", subdir)
-    if not rows:
+    results = task_results(work, subdir)
+    if not results["rows"]:
         return None
-    paired = {variant.lstrip(".") or "raw": paired_verdicts(work, variant, subdir) for variant in VARIANTS}
-    raw_random = [p for p in paired["raw"] if p["b"] == "random"]
     stats_path = os.path.join(work, "corpus", "contour_stats.json")
     stats = None
     if os.path.isfile(stats_path):
@@ -129,8 +136,7 @@ def contour_report(work: str) -> Optional[dict]:
         curve = {"png": "curves_contour.png", "probe_ua": curve["probe_ua"], "log_mel": curve["log_mel"],
                  "command": f"e2v-curves {os.path.join(work, 'pretrain')} --probe-data {os.path.join(work, 'labels')} "
                             f"--split contour --layers last"}
-    return {"rows": rows, "rows_spknorm": probe_rows(work, ".spknorm", subdir), "paired": paired,
-            "verdict": raw_random[0]["verdict"] if raw_random else None, "corpus_stats": stats, "curve": curve}
+    return {**results, "corpus_stats": stats, "curve": curve}
 
 
 def format_contour_stats(stats: Dict[str, dict]) -> str:
@@ -159,14 +165,8 @@ def format_contour(contour: dict) -> str:
 
 
 def build_report(work: str) -> dict:
-    rows = probe_rows(work, "")
-    paired = {variant.lstrip(".") or "raw": paired_verdicts(work, variant) for variant in VARIANTS}
-    raw_random = [p for p in paired["raw"] if p["b"] == "random"]
     return {
-        "rows": rows,
-        "rows_spknorm": probe_rows(work, ".spknorm"),
-        "verdict": raw_random[0]["verdict"] if raw_random else None,
-        "paired": paired,
+        **task_results(work),
         "curve": learning_curve(work),
         "contour": contour_report(work),
         "pretraining_valid": last_valid_losses(os.path.join(work, "pretrain", "hydra_train.log")),
