@@ -99,6 +99,31 @@ def test_probe_output_alone_equals_output_inside_padded_batch():
             torch.testing.assert_close(batched[i], alone[0], atol=1e-6, rtol=0)
 
 
+def test_packed_batches_equal_padded_batches_cached_or_not():
+    """Training and scoring run on unpadded batches (FoldFrames + forward_packed): the logits must
+    equal the padded forward's on the raw features, and the frames must be the same whether the
+    fold's standardised frames are cached in one tensor or read batch by batch."""
+    arrays = [np.random.default_rng(i).normal(2.0, 3.0, size=(n, 8)).astype(np.float32)
+              for i, n in enumerate((4, 11, 1, 6, 9))]
+    feats = probe.FeatureSet.from_arrays(arrays)
+    mean, std = probe.input_stats(feats, [0, 1, 3])
+    model = probe.UtteranceProbe(8, 3, hidden=32)
+    model.set_input_stats(mean, std)
+    cached, streamed = probe.FoldFrames(feats, mean, std), probe.FoldFrames(feats, mean, std, cache_bytes=0)
+    assert cached.cache is not None and cached.cache.shape == (31, 8) and streamed.cache is None
+    utts = [3, 0, 4]  # out of order: a batch is a random draw of the fold's utterances
+    (xa, sa, ca), (xb, sb, cb) = cached.batch(utts), streamed.batch(utts)
+    torch.testing.assert_close(xa, xb, atol=0, rtol=0)
+    assert sa.tolist() == [0] * 6 + [1] * 4 + [2] * 9 and ca.tolist() == [6.0, 4.0, 9.0] and torch.equal(sb, sa)
+    torch.testing.assert_close(xa[6:10], (torch.from_numpy(arrays[0]) - model.input_mean) / model.input_std,
+                               atol=0, rtol=0)
+    x, mask = probe.pad_batch([arrays[i] for i in utts])
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_packed(xa, sa, ca), model(x, mask), atol=1e-6, rtol=1e-6)
+        logits = probe.predict_logits(model, cached, np.array(utts), 2, torch.device("cpu"))
+        torch.testing.assert_close(logits, model(x, mask), atol=1e-6, rtol=1e-6)
+
+
 def test_stacked_and_directory_formats_read_the_same(tmp_path):
     feats, _, _ = synthetic_task(per_class=2)
     save_stacked(feats, str(tmp_path / "s" / "x"))
