@@ -102,8 +102,20 @@ extract() {
   done
 }
 
-probe() {
-  local task dir
+in_slot() {  # in_slot CMD...: run CMD in the background, at most 2 at once (the 2 cores); failures are
+  # collected in WORK/.failed and reported by slots_done (a status reaped by `wait -n` would be lost)
+  while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n || true; done
+  ( "$@" || { echo "exit $?: $*" >> "$WORK/.failed"; exit 1; } ) &
+}
+
+slots_done() {  # wait for every in_slot job; stop the demo if any failed
+  wait || true
+  if [ -f "$WORK/.failed" ]; then echo "failed:" >&2; cat "$WORK/.failed" >&2; rm -f "$WORK/.failed"; return 1; fi
+}
+
+probe() {  # 12 probe runs (2 tasks x 3 feature sets x raw / per-speaker normalised) and a curve, 2 at a time
+  local task dir feats
+  rm -f "$WORK/.failed"
   for task in $(tasks); do
     dir=$WORK/probe  # the first task's results stay where they were; the contour task's in probe/contour
     local args=("${PROBE_ARGS[@]}")
@@ -112,22 +124,20 @@ probe() {
     for feats in pretrained random fbank; do
       local plot=()
       if [ "$feats" = pretrained ]; then plot=(--plot "$dir/tsne_pretrained.png" --confusion-plot "$dir/confusion_pretrained.png"); fi
-      # raw and per-speaker normalised features (one speaker is at chance for every feature set
-      # without it) side by side: two one-thread processes for the 2-core machine
-      "$BIN/e2v-probe" "$WORK/features/$feats/$task" "$WORK/labels/$task.emo" --groups "$WORK/labels/$task.group" \
-        --out "$dir/$feats.json" "${args[@]}" "${plot[@]}" &
-      local raw=$!
-      "$BIN/e2v-probe" "$WORK/features/$feats/$task" "$WORK/labels/$task.emo" --groups "$WORK/labels/$task.group" \
+      # raw and per-speaker normalised features (one speaker is at chance for every feature set without it)
+      in_slot "$BIN/e2v-probe" "$WORK/features/$feats/$task" "$WORK/labels/$task.emo" --groups "$WORK/labels/$task.group" \
+        --out "$dir/$feats.json" --quiet "${args[@]}" "${plot[@]}"
+      in_slot "$BIN/e2v-probe" "$WORK/features/$feats/$task" "$WORK/labels/$task.emo" --groups "$WORK/labels/$task.group" \
         --out "$dir/$feats.spknorm.json" --normalize-per-group --quiet "${args[@]}"
-      wait "$raw"  # its exit status: set -e stops the demo if that probe failed
     done
   done
   if [ -f "$WORK/labels/contour.tsv" ]; then
     # the contour task's learning curve: the linear probe on the kept checkpoints (the in-training
     # probe follows the first task), update 0 = the random weights of stage 4
-    "$BIN/e2v-curves" "$WORK/pretrain" --probe-data "$WORK/labels" --split contour --layers last \
+    in_slot "$BIN/e2v-curves" "$WORK/pretrain" --probe-data "$WORK/labels" --split contour --layers last \
       --out "$WORK/curves_contour.png" --json "$WORK/probe/contour/curve.json" --title "contour task"
   fi
+  slots_done
 }
 
 finetune() {  # split, fairseq-hydra-train, e2v-predict --labels and e2v-probe --probe linear: WORK/finetune/
