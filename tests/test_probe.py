@@ -114,7 +114,8 @@ def test_packed_batches_equal_padded_batches_cached_or_not():
     utts = [3, 0, 4]  # out of order: a batch is a random draw of the fold's utterances
     (xa, sa, ca), (xb, sb, cb) = cached.batch(utts), streamed.batch(utts)
     torch.testing.assert_close(xa, xb, atol=0, rtol=0)
-    assert sa.tolist() == [0] * 6 + [1] * 4 + [2] * 9 and ca.tolist() == [6.0, 4.0, 9.0] and torch.equal(sb, sa)
+    assert sa.tolist() == [0] * 6 + [1] * 4 + [2] * 9 and ca.tolist() == [6.0, 4.0, 9.0]
+    assert torch.equal(sb, sa) and torch.equal(cb, ca)
     torch.testing.assert_close(xa[6:10], (torch.from_numpy(arrays[0]) - model.input_mean) / model.input_std,
                                atol=0, rtol=0)
     x, mask = probe.pad_batch([arrays[i] for i in utts])
