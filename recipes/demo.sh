@@ -16,7 +16,7 @@
 #   7 finetune  the pretrained model fine-tuned on every speaker but one (recipes/finetune, demo config),
 #               against the linear probe on that held-out speaker (emotion2vec_plugin/demo/finetune_stage.py)
 #   8 report    e2v-demo-report: table, paired verdict, learning curves, t-SNE plot, stage timings
-# --quick shrinks every stage (the CI test runs it); the full demo took 23 min 23 s on 2 cores (RESULTS.md).
+# --quick shrinks every stage (the CI test runs it); the full demo took 14 min 31 s on 2 cores (RESULTS.md).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$REPO/.venv/bin
