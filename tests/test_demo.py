@@ -44,6 +44,10 @@ def test_quick_demo_end_to_end_and_resumable(tmp_path):
     for variant in ("raw", "spknorm"):
         assert [(p["b"], p["n_folds"]) for p in report["paired"][variant]] == [("random", 3), ("fbank", 3)]
     assert [r["features"] for r in report["rows_spknorm"]] == ["pretrained", "random", "fbank"]
+    # the aim of issue 14, per variant, from the same paired comparisons: one clause per reference
+    for variant in ("raw", "spknorm"):
+        assert report["aim"][variant]["text"].count(" of 3 folds") == 2
+    assert "**Aim**" in (work / "report.md").read_text() and "aim:" in log
     assert sorted(report["curve"]["probe_ua"]["last"]) == ["0", "10", "20"] and "fbank" in report["curve"]["log_mel"]
     assert "![learning curves](curves.png)" in (work / "report.md").read_text()
     # every stage before the report is timed in it (the report's own time is appended after it ran)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from emotion2vec_plugin.demo.paired import paired_comparison, verdict
+from emotion2vec_plugin.demo.paired import aim, paired_comparison, verdict
 from emotion2vec_plugin.downstream import probe
 
 
@@ -54,6 +54,27 @@ def test_a_fold_shared_offset_is_not_mistaken_for_noise():
     assert verdict(constant, "A", "B").startswith("no significant difference between A and B: +10.0 UA points")
     with pytest.raises(ValueError, match="share no fold"):
         paired_comparison(result({"x": 0.5}), result({"y": 0.5}))
+
+
+def test_aim_needs_a_beats_verdict_and_every_fold_but_one():
+    """Issue 14's aim: a paired 'beats' (interval above 0 and sign test) and at most one fold not won."""
+    def gains(n, losers):  # fold i gains 4-6 points, except the first `losers` folds, which lose 1 point
+        return result({f"s{i}": 0.5 + (-0.01 if i < losers else 0.04 + 0.002 * i) for i in range(n)})
+
+    base = {n: result({f"s{i}": 0.5 for i in range(n)}) for n in (8, 9, 12)}
+    all_won = paired_comparison(gains(8, 0), base[8])
+    one_lost = paired_comparison(gains(9, 1), base[9])  # 8 of 9: sign p = 2 * 10 / 512 = 0.039
+    two_lost = paired_comparison(gains(12, 2), base[12])  # 10 of 12: sign p = 2 * 79 / 4096 = 0.039
+    assert one_lost["sign_p"] == pytest.approx(20 / 512) and two_lost["sign_p"] == pytest.approx(158 / 4096)
+    for cmp in (all_won, one_lost, two_lost):  # every one a 'beats' by the paired verdict
+        assert verdict(cmp, "A", "B").startswith("A beats B")
+    assert aim([("random", all_won), ("log-mel", one_lost)])["met"]
+    short = aim([("random", all_won), ("log-mel", two_lost)])  # 2 folds lost: the aim allows one
+    assert not short["met"] and short["text"].count("(short)") == 1
+    assert "vs log-mel better on 10 of 12 folds" in short["text"]
+    # 7 of 8 won: sign p = 0.07, no 'beats', so not met although only one fold was lost
+    assert not aim([("random", paired_comparison(gains(8, 1), base[8]))])["met"]
+    assert not aim([])["met"]
 
 
 def test_probe_seeds_are_averaged_per_fold(tmp_path):

@@ -20,7 +20,7 @@ p = 0.5, not evidence.
 """
 
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -64,6 +64,31 @@ def paired_comparison(a: dict, b: dict, metric: str = "UA", confidence: float = 
             "sign_p": sign_p, "per_fold": {g: float(x) for g, x in zip(groups, d)}}
 
 
+def decision(cmp: dict) -> int:
+    """+1 when A beats B (interval above 0 and the sign test at the same level), -1 when A is worse
+    (interval below 0, sign test), 0 otherwise (no significant difference, or a single fold)."""
+    if cmp["ci"] is None or cmp["sign_p"] >= 1 - cmp["confidence"]:
+        return 0
+    return 1 if cmp["ci"][0] > 0 else -1 if cmp["ci"][1] < 0 else 0
+
+
+def aim(comparisons: Sequence[Tuple[str, dict]]) -> dict:
+    """The demo's aim (issue 14) for one feature variant: the pretrained features beat every
+    reference (``comparisons`` = [(name, paired_comparison(pretrained, reference))], e.g. random
+    weights and log-mel) by a paired verdict of "beats", *and* on every fold but at most one.
+
+    Returns {"met": bool, "text": one clause per reference with its folds won and interval}."""
+    met, parts = True, []
+    for name, cmp in comparisons:
+        ok = decision(cmp) > 0 and cmp["wins"] >= cmp["n_folds"] - 1
+        met = met and ok
+        ci = (f", {int(100 * cmp['confidence'])}% CI {100 * cmp['ci'][0]:+.1f} to {100 * cmp['ci'][1]:+.1f}"
+              if cmp["ci"] is not None else "")
+        parts.append(f"vs {name} better on {cmp['wins']} of {cmp['n_folds']} folds, {100 * cmp['mean_diff']:+.1f} "
+                     f"points{ci}, sign p = {cmp['sign_p']:.2f}{'' if ok else ' (short)'}")
+    return {"met": bool(met and comparisons), "text": "; ".join(parts)}
+
+
 def verdict(cmp: dict, a_name: str, b_name: str) -> str:
     """One sentence with the decision and its numbers (points = percentage points)."""
     m = 100 * cmp["mean_diff"]
@@ -75,9 +100,8 @@ def verdict(cmp: dict, a_name: str, b_name: str) -> str:
                 f"too few folds to decide")
     lo, hi = (100 * x for x in cmp["ci"])
     ci = f"{int(100 * cmp['confidence'])}% CI {lo:+.1f} to {hi:+.1f}"
-    decided = cmp["sign_p"] < 1 - cmp["confidence"]
-    if lo > 0 and decided:
+    if decision(cmp) > 0:
         return f"{a_name} beats {b_name} by {m:.1f} {cmp['metric']} points ({ci}, {where})"
-    if hi < 0 and decided:
+    if decision(cmp) < 0:
         return f"{a_name} is worse than {b_name} by {-m:.1f} {cmp['metric']} points ({ci}, {where})"
     return f"no significant difference between {a_name} and {b_name}: {m:+.1f} {cmp['metric']} points ({ci}, {where})"

@@ -113,10 +113,25 @@ def learning_curve(work: str) -> Optional[dict]:
 def task_results(work: str, subdir: str = "probe") -> dict:
     """One labelled task's probe tables (raw and per-speaker normalised) and paired verdicts; the
     headline verdict is pretrained vs random weights on raw features."""
+    from .paired import aim
+
     paired = {variant.lstrip(".") or "raw": paired_verdicts(work, variant, subdir) for variant in VARIANTS}
     raw_random = [p for p in paired["raw"] if p["b"] == "random"]
+    names = {"random": "random weights", "fbank": "log-mel"}
     return {"rows": probe_rows(work, "", subdir), "rows_spknorm": probe_rows(work, ".spknorm", subdir),
-            "verdict": raw_random[0]["verdict"] if raw_random else None, "paired": paired}
+            "verdict": raw_random[0]["verdict"] if raw_random else None, "paired": paired,
+            "aim": {variant: aim([(names[p["b"]], p) for p in items]) for variant, items in paired.items()}}
+
+
+def format_aim(results: dict, curves: str) -> str:
+    """The aim's line: met (with which features) or not, each variant's numbers, where the curves are."""
+    met = [v for v, a in results["aim"].items() if a["met"]]
+    detail = "; ".join(f"{'raw' if v == 'raw' else 'per-speaker normalised'} features: {a['text']}"
+                       for v, a in results["aim"].items() if a["text"])
+    head = (f"met with {' and '.join('raw' if v == 'raw' else 'per-speaker normalised' for v in met)} features"
+            if met else f"**not met** at this scale; {curves} show where pretraining got to")
+    return ("**Aim** (pretrained beats random weights and log-mel by a paired 'beats', on every speaker fold but "
+            f"at most one): {head}. {detail}.")
 
 
 def contour_report(work: str) -> Optional[dict]:
@@ -149,6 +164,9 @@ def format_contour_stats(stats: Dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+CONTOUR_CURVES = "this task's curve below and the first task's curves"
+
+
 def format_contour(contour: dict) -> str:
     verdicts = "\n".join(f"* {VARIANTS['' if variant == 'raw' else '.' + variant]}: {p['verdict']}"
                          for variant, items in contour["paired"].items() for p in items)
@@ -159,7 +177,8 @@ def format_contour(contour: dict) -> str:
                 f"`{curve['command']}`; UA by update: {json.dumps(curve['probe_ua'])}, log-mel "
                 f"{json.dumps(curve['log_mel'])}\n\n" if curve else "")
     return (f"## Second task: pitch contours (rise, fall, peak, dip) with matched global statistics\n\n"
-            f"{stats}{format_table(contour)}\n\n**Verdict:** {contour['verdict']}\n\n{verdicts}\n\n"
+            f"{stats}{format_table(contour)}\n\n**Verdict:** {contour['verdict']}\n\n"
+            f"{format_aim(contour, CONTOUR_CURVES)}\n\n{verdicts}\n\n"
             f"Per-speaker normalised features:\n\n{format_table(contour, 'rows_spknorm')}\n\n"
             f"UA per speaker fold (%):\n\n{format_folds(contour)}\n\n{curve_md}")
 
@@ -241,6 +260,7 @@ def main(args) -> dict:
                 f"by update: {json.dumps(curve['probe_ua'])}, log-mel {json.dumps(curve['log_mel'])}\n\n"
                 if curve else "")
     md = (f"# Demo report\n\n{format_table(report)}\n\n**Verdict:** {report['verdict']}\n\n"
+          f"{format_aim(report, 'the learning curves below')}\n\n"
           f"## Paired comparisons (same speaker folds)\n\n{verdicts}\n\n"
           f"Per-speaker normalised features:\n\n{format_table(report, 'rows_spknorm')}\n\n"
           f"UA per speaker fold (%):\n\n{format_folds(report)}\n\n{curve_md}"
@@ -260,6 +280,7 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
     report = run_main("e2v-demo-report", main, args, (ValueError,))  # one line, exit 2 (cli.py)
     print(format_table(report))
     print(f"\nverdict: {report['verdict']}")
+    print("aim: " + ("met" if any(a["met"] for a in report["aim"].values()) else "not met") + " (report.md)")
     for variant, items in report["paired"].items():
         for p in items[1 if variant == "raw" else 0:]:
             print(f"  {variant}: {p['verdict']}")
