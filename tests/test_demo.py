@@ -74,6 +74,11 @@ def test_quick_demo_end_to_end_and_resumable(tmp_path):
         assert [(p["b"], p["n_folds"]) for p in contour["paired"][variant]] == [("random", 2), ("fbank", 2)]
     assert sorted(contour["corpus_stats"]) == ["dip", "fall", "peak", "rise"]
     assert contour["corpus_stats"]["rise"]["slope"] > 0 > contour["corpus_stats"]["fall"]["slope"]
+    # the reference probe on the corpus stage's per-utterance F0 measurements: one per contour utterance
+    measured = json.loads((work / "corpus" / "contour_prosody.json").read_text())
+    assert len(measured) == 16 and all(k.startswith("contour/") for k in measured)
+    assert sorted(contour["f0_shape"]["fold_UA"]) == ["cspk0", "cspk1"] and 0 <= contour["f0_shape"]["UA"] <= 1
+    assert "Reference, not a representation" in (work / "report.md").read_text()
     assert "## Second task: pitch contours" in (work / "report.md").read_text() and "contour raw:" in log
     assert sorted(contour["curve"]["probe_ua"]["last"]) == ["0", "10", "20"]  # e2v-curves on the kept checkpoints
     for png in ("probe_scores.png", "curves.png", "probe/tsne_pretrained.png", "probe/confusion_pretrained.png",

@@ -206,6 +206,9 @@ def _render(job: Tuple[str, str, str, Dict[str, int], int, bool, bool]) -> Tuple
     return path, len(wav), measure_prosody(wav) if measure else None
 
 
+CONTOUR_PROSODY = "contour_prosody.json"  # {path under the corpus folder: measure_prosody of that file}
+
+
 def class_stats(measured: List[Tuple[str, dict]]) -> Dict[str, Dict[str, float]]:
     """Per class, the mean of every scalar of :func:`measure_prosody` (and of its quarters)."""
     out: Dict[str, Dict[str, float]] = {}
@@ -352,12 +355,14 @@ def main(args) -> Dict[str, object]:
     jobs = [j[:5] + (use_espeak, j[0] in contour_label) for j in jobs]
     lengths: List[int] = []
     measured: List[Tuple[str, dict]] = []
+    per_file: Dict[str, dict] = {}  # contour utterance (path under OUT) -> its measure_prosody
     with ProcessPoolExecutor(args.workers) as pool:
         for path, n, stats in tqdm(pool.map(_render, jobs, chunksize=16), total=len(jobs), desc="corpus",
                                    disable=args.quiet):
             lengths.append(n)
             if stats is not None:
                 measured.append((contour_label[path], stats))
+                per_file[os.path.relpath(path, args.out)] = stats
     for name, table in (("labelled", rows), ("contour", contour_rows)):
         if not table:
             continue
@@ -371,6 +376,9 @@ def main(args) -> Dict[str, object]:
         summary["contour_stats"] = class_stats(measured)
         with open(os.path.join(args.out, "contour_stats.json"), "w", encoding="utf-8") as f:
             json.dump(summary["contour_stats"], f, indent=2)
+        # per utterance too: the report's reference probe on the measured F0 shape (demo/report.py)
+        with open(os.path.join(args.out, CONTOUR_PROSODY), "w", encoding="utf-8") as f:
+            json.dump(per_file, f, indent=1)
     return summary
 
 

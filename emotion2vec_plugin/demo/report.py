@@ -134,6 +134,35 @@ def format_aim(results: dict, curves: str) -> str:
             f"at most one): {head}. {detail}.")
 
 
+def f0_shape_probe(work: str) -> Optional[dict]:
+    """The contour task's reference: the linear probe (leave-one-speaker-out, the in-training probe's
+    settings) on five numbers measured from every utterance's F0 track by the corpus stage (slope and
+    the four quarter medians, demo/corpus.py ``measure_prosody``). It shows whether the classes are in
+    the audio at all, for features that follow the pitch. None when the corpus has no measurements."""
+    import numpy as np
+
+    from ..data.manifest import read_manifest
+    from ..downstream.linear_probe import linear_probe_cv
+    from ..downstream.probe import read_column_file
+    from .corpus import CONTOUR_PROSODY
+
+    path, labels = os.path.join(work, "corpus", CONTOUR_PROSODY), os.path.join(work, "labels", "contour")
+    if not (os.path.isfile(path) and os.path.isfile(labels + ".tsv")):
+        return None
+    with open(path, encoding="utf-8") as f:
+        measured = json.load(f)
+    manifest = read_manifest(labels + ".tsv", check_root=False)
+    corpus = os.path.realpath(os.path.join(work, "corpus"))
+    keys = [os.path.relpath(os.path.realpath(manifest.full_path(i)), corpus) for i in range(len(manifest))]
+    if any(k not in measured for k in keys):
+        return None  # a corpus from before the measurements were saved
+    x = np.array([[measured[k]["slope"], *measured[k]["quarters"]] for k in keys])
+    result = linear_probe_cv(x, read_column_file(labels + ".emo", "labels"), read_column_file(labels + ".group", "groups"))
+    return {"features": "F0 slope and 4 quarter medians (5 numbers per utterance, measured by the corpus stage)",
+            "UA": result["summary"]["UA"]["mean"], "UA_std": result["summary"]["UA"]["std"],
+            "fold_UA": {f["group"]: f["UA"] for f in result["folds"]}}
+
+
 def contour_report(work: str) -> Optional[dict]:
     """The second task (pitch contours with matched global statistics, WORK/probe/contour): the same
     tables and paired verdicts as the first, and the corpus builder's measured per-class prosody."""
@@ -151,7 +180,7 @@ def contour_report(work: str) -> Optional[dict]:
         curve = {"png": "curves_contour.png", "probe_ua": curve["probe_ua"], "log_mel": curve["log_mel"],
                  "command": f"e2v-curves {os.path.join(work, 'pretrain')} --probe-data {os.path.join(work, 'labels')} "
                             f"--split contour --layers last"}
-    return {**results, "corpus_stats": stats, "curve": curve}
+    return {**results, "corpus_stats": stats, "curve": curve, "f0_shape": f0_shape_probe(work)}
 
 
 def format_contour_stats(stats: Dict[str, dict]) -> str:
@@ -176,8 +205,12 @@ def format_contour(contour: dict) -> str:
     curve_md = (f"Learning curve (linear probe on the saved checkpoints):\n\n![contour curves]({curve['png']})\n\n"
                 f"`{curve['command']}`; UA by update: {json.dumps(curve['probe_ua'])}, log-mel "
                 f"{json.dumps(curve['log_mel'])}\n\n" if curve else "")
+    shape = contour.get("f0_shape")
+    shape_md = (f"Reference, not a representation: the linear probe on {shape['features']}: UA "
+                f"{100 * shape['UA']:.1f} ± {100 * shape['UA_std']:.1f}, leave-one-speaker-out. The classes are "
+                f"in the audio and simple for features that follow the pitch.\n\n" if shape else "")
     return (f"## Second task: pitch contours (rise, fall, peak, dip) with matched global statistics\n\n"
-            f"{stats}{format_table(contour)}\n\n**Verdict:** {contour['verdict']}\n\n"
+            f"{stats}{format_table(contour)}\n\n{shape_md}**Verdict:** {contour['verdict']}\n\n"
             f"{format_aim(contour, CONTOUR_CURVES)}\n\n{verdicts}\n\n"
             f"Per-speaker normalised features:\n\n{format_table(contour, 'rows_spknorm')}\n\n"
             f"UA per speaker fold (%):\n\n{format_folds(contour)}\n\n{curve_md}")
