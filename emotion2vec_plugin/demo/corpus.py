@@ -354,15 +354,13 @@ def main(args) -> Dict[str, object]:
     contour_label = {os.path.join(args.out, r[0]): r[1] for r in contour_rows}
     jobs = [j[:5] + (use_espeak, j[0] in contour_label) for j in jobs]
     lengths: List[int] = []
-    measured: List[Tuple[str, dict]] = []
-    per_file: Dict[str, dict] = {}  # contour utterance (path under OUT) -> its measure_prosody
+    measured: Dict[str, dict] = {}  # contour utterance (its path) -> its measure_prosody, in job order
     with ProcessPoolExecutor(args.workers) as pool:
         for path, n, stats in tqdm(pool.map(_render, jobs, chunksize=16), total=len(jobs), desc="corpus",
                                    disable=args.quiet):
             lengths.append(n)
             if stats is not None:
-                measured.append((contour_label[path], stats))
-                per_file[os.path.relpath(path, args.out)] = stats
+                measured[path] = stats
     for name, table in (("labelled", rows), ("contour", contour_rows)):
         if not table:
             continue
@@ -373,12 +371,12 @@ def main(args) -> Dict[str, object]:
     summary = {"engine": "espeak-ng" if use_espeak else "numpy-fallback", "utterances": len(jobs),
                "labelled": len(rows), "contour": len(contour_rows), "hours": sum(lengths) / SAMPLE_RATE / 3600}
     if measured:
-        summary["contour_stats"] = class_stats(measured)
+        summary["contour_stats"] = class_stats([(contour_label[path], m) for path, m in measured.items()])
         with open(os.path.join(args.out, "contour_stats.json"), "w", encoding="utf-8") as f:
             json.dump(summary["contour_stats"], f, indent=2)
         # per utterance too: the report's reference probe on the measured F0 shape (demo/report.py)
         with open(os.path.join(args.out, CONTOUR_PROSODY), "w", encoding="utf-8") as f:
-            json.dump(per_file, f, indent=1)
+            json.dump({os.path.relpath(path, args.out): m for path, m in measured.items()}, f, indent=1)
     return summary
 
 

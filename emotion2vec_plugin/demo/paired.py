@@ -100,8 +100,9 @@ def verdict(cmp: dict, a_name: str, b_name: str) -> str:
                 f"too few folds to decide")
     lo, hi = (100 * x for x in cmp["ci"])
     ci = f"{int(100 * cmp['confidence'])}% CI {lo:+.1f} to {hi:+.1f}"
-    if decision(cmp) > 0:
+    decided = decision(cmp)
+    if decided > 0:
         return f"{a_name} beats {b_name} by {m:.1f} {cmp['metric']} points ({ci}, {where})"
-    if decision(cmp) < 0:
+    if decided < 0:
         return f"{a_name} is worse than {b_name} by {-m:.1f} {cmp['metric']} points ({ci}, {where})"
     return f"no significant difference between {a_name} and {b_name}: {m:+.1f} {cmp['metric']} points ({ci}, {where})"

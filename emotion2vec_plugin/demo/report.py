@@ -66,6 +66,8 @@ def last_valid_losses(log_path: str) -> Dict[str, float]:
 
 # probe variants written by recipes/demo.sh stage 6: raw features, and per-speaker normalised ones
 VARIANTS = {"": "raw features", ".spknorm": "per-speaker normalised features (e2v-probe --normalize-per-group)"}
+# the references the pretrained features are paired against: probe file key -> name in verdicts
+REFERENCES = {"random": "random weights", "fbank": "log-mel"}
 
 
 def probe_rows(work: str, variant: str, subdir: str = "probe") -> List[dict]:
@@ -88,7 +90,7 @@ def paired_verdicts(work: str, variant: str, subdir: str = "probe") -> List[dict
 
     probes = {k: load_probe(os.path.join(work, subdir, f"{k}{variant}.json")) for k in FEATURES}
     out = []
-    for other, name in (("random", "random weights"), ("fbank", "log-mel")):
+    for other, name in REFERENCES.items():
         if probes["pretrained"] is not None and probes[other] is not None:
             cmp = paired_comparison(probes["pretrained"], probes[other], "UA")
             out.append({"a": "pretrained", "b": other, **cmp, "verdict": verdict(cmp, "pretraining", name)})
@@ -117,18 +119,17 @@ def task_results(work: str, subdir: str = "probe") -> dict:
 
     paired = {variant.lstrip(".") or "raw": paired_verdicts(work, variant, subdir) for variant in VARIANTS}
     raw_random = [p for p in paired["raw"] if p["b"] == "random"]
-    names = {"random": "random weights", "fbank": "log-mel"}
     return {"rows": probe_rows(work, "", subdir), "rows_spknorm": probe_rows(work, ".spknorm", subdir),
             "verdict": raw_random[0]["verdict"] if raw_random else None, "paired": paired,
-            "aim": {variant: aim([(names[p["b"]], p) for p in items]) for variant, items in paired.items()}}
+            "aim": {variant: aim([(REFERENCES[p["b"]], p) for p in items]) for variant, items in paired.items()}}
 
 
 def format_aim(results: dict, curves: str) -> str:
     """The aim's line: met (with which features) or not, each variant's numbers, where the curves are."""
-    met = [v for v, a in results["aim"].items() if a["met"]]
-    detail = "; ".join(f"{'raw' if v == 'raw' else 'per-speaker normalised'} features: {a['text']}"
-                       for v, a in results["aim"].items() if a["text"])
-    head = (f"met with {' and '.join('raw' if v == 'raw' else 'per-speaker normalised' for v in met)} features"
+    short = {"raw": "raw", "spknorm": "per-speaker normalised"}
+    met = [short[v] for v, a in results["aim"].items() if a["met"]]
+    detail = "; ".join(f"{short[v]} features: {a['text']}" for v, a in results["aim"].items() if a["text"])
+    head = (f"met with {' and '.join(met)} features"
             if met else f"**not met** at this scale; {curves} show where pretraining got to")
     return ("**Aim** (pretrained beats random weights and log-mel by a paired 'beats', on every speaker fold but "
             f"at most one): {head}. {detail}.")

@@ -45,6 +45,8 @@ class FeatureSet:
 
     Attributes:
         lengths: int64 array [N], frames per utterance (all >= 1).
+        offsets: int64 array [N + 1]; utterance i is rows ``offsets[i]:offsets[i+1]`` of the stacked
+            matrix (or of all utterances concatenated in order).
         dim: feature size D.
         names: utterance ids (directory format) or None (stacked format).
         source: where the features came from, for messages.
@@ -58,8 +60,7 @@ class FeatureSet:
         self.names = names
         self._matrix = matrix
         self._arrays = arrays
-        # offsets[i]:offsets[i+1] are utterance i's rows in the stacked matrix
-        self._offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
 
     @classmethod
     def from_arrays(cls, arrays: Sequence[np.ndarray], source: str = "<in memory>",
@@ -86,7 +87,7 @@ class FeatureSet:
         """Utterance ``i`` as [T_i, D] (a view; dtype as stored)."""
         if self._arrays is not None:
             return self._arrays[i]
-        return self._matrix[self._offsets[i]:self._offsets[i + 1]]
+        return self._matrix[self.offsets[i]:self.offsets[i + 1]]
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):

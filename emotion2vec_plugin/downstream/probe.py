@@ -217,8 +217,7 @@ class FoldFrames:
         self.std = torch.as_tensor(std, dtype=torch.float32)
         self.cache: Optional[torch.Tensor] = None
         if int(feats.lengths.sum()) * feats.dim * 4 <= cache_bytes:
-            self.cache = self._standardised(list(range(len(feats))))
-            self.starts = np.concatenate([[0], np.cumsum(feats.lengths)[:-1]]).astype(np.int64)
+            self.cache = self._standardised(list(range(len(feats))))  # utterance i: rows feats.offsets[i]:...
 
     def _standardised(self, utts: Sequence[int]) -> torch.Tensor:
         x = np.concatenate([np.asarray(self.feats[i], dtype=np.float32) for i in utts])  # one copy, any dtype
@@ -231,7 +230,7 @@ class FoldFrames:
         if self.cache is None:
             x = self._standardised(utts)
         else:  # row r of the batch: its utterance's first cached row + its offset within the utterance
-            first = np.repeat(self.starts[utts] - (np.cumsum(lengths) - lengths), lengths)
+            first = np.repeat(self.feats.offsets[utts] - (np.cumsum(lengths) - lengths), lengths)
             x = self.cache.index_select(0, torch.from_numpy(first + np.arange(len(segment))))
         return x, torch.from_numpy(segment), torch.from_numpy(lengths.astype(np.float32))
 
