@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The main job: from nothing to a pretrained, probed emotion2vec on an embedded corpus, on CPU.
 #
-#   bash recipes/demo.sh [--work DIR] [--quick] [--stage N] [--stop-stage M]
+#   bash recipes/demo.sh [--work DIR] [--quick] [--force-fallback] [--stage N] [--stop-stage M]
+#
+# --force-fallback: the numpy corpus (tone bursts) even where espeak-ng is installed; without espeak-ng
+# the corpus is that fallback anyway, and the report says so.
 #
 # Stages (each re-runnable on its own; finished stages are skipped, marked by WORK/.done.<stage>):
 #   1 corpus    espeak-ng speech in 4 prosody classes x 6 voices, and a second labelled task of 4 pitch
@@ -22,12 +25,14 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$REPO/.venv/bin
 WORK=$REPO/demo_work
 QUICK=0
+FALLBACK=0
 STAGE=1
 STOP=8
 while [ $# -gt 0 ]; do
   case "$1" in
     --work) WORK=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
+    --force-fallback) FALLBACK=1; shift ;;
     --stage) STAGE=$2; shift 2 ;;
     --stop-stage) STOP=$2; shift 2 ;;
     *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
@@ -64,6 +69,8 @@ run_stage() {  # run_stage N NAME CMD...: skip when done, time it, mark it done
   echo -e "$n\t$name\t$((SECONDS - t0))" >> "$WORK/timings.tsv"
   touch "$WORK/.done.$name"
 }
+
+if [ "$FALLBACK" = 1 ]; then CORPUS_ARGS+=(--force-fallback); fi
 
 corpus() { "$BIN/e2v-demo-corpus" "$WORK/corpus" "${CORPUS_ARGS[@]}"; }
 

@@ -83,3 +83,61 @@ def test_espeak_contours_differ_in_shape_with_matched_global_statistics():
     assert mean["rise"]["slope"] > 0.15 and mean["fall"]["slope"] < -0.15
     assert mean["peak"]["middle"] > 0.2 and mean["dip"]["middle"] < -0.2
     assert abs(mean["rise"]["middle"]) < 0.15 and abs(mean["fall"]["middle"]) < 0.15
+
+
+# the quick demo's corpus stage (recipes/demo.sh --quick): 3 speakers x 4 classes x 4, 60 unlabelled, and
+# 2 contour speakers x 4 contours x 2, 20 unlabelled
+QUICK_CORPUS = ["--speakers", "3", "--labelled-per-class", "4", "--unlabelled", "60", "--contour-speakers", "2",
+                "--contour-per-class", "2", "--contour-unlabelled", "20"]
+
+
+def fallback_samples(text: str, prosody: dict) -> int:
+    """Length of a fallback utterance, by hand: syllables x (syllable + gap), the last syllable 1.6x."""
+    p = corpus.clamped(prosody)
+    n = corpus.fallback_syllables(text)
+    syllable, last = (int(corpus.SAMPLE_RATE * 60 / p["rate"] / 2.2 * k) for k in (1.0, 1.6))
+    return (n - 1) * syllable + last + n * int(corpus.SAMPLE_RATE * 0.01 * p["gap"])
+
+
+def test_numpy_fallback_makes_both_tasks_of_the_quick_demo(tmp_path):
+    """Without espeak-ng (--force-fallback): every file, its length and its label, for both tasks."""
+    import csv
+    import json
+
+    import soundfile as sf
+
+    out = tmp_path / "corpus"
+    corpus.cli_main([str(out), *QUICK_CORPUS, "--force-fallback", "--quiet", "--workers", "1"])
+    summary = json.loads((out / "corpus.json").read_text())
+    assert summary["engine"] == "numpy-fallback"
+    assert (summary["utterances"], summary["labelled"], summary["contour"]) == (48 + 60 + 16 + 20, 48, 16)
+    jobs, rows, contour_rows = corpus.plan(str(out), 3, 4, 60, 0, 2, 2, 20)
+    # the jitter puts some word gaps below 0 (happy/angry: 0 +- 2): the case that used to crash
+    assert any(job[3]["gap"] < 0 for job in jobs)
+    for name, table, classes, groups in (("labelled", rows, list(corpus.CLASSES), ["spk0", "spk1", "spk2"]),
+                                         ("contour", contour_rows, list(corpus.CONTOURS), ["cspk0", "cspk1"])):
+        with open(out / f"{name}.csv", encoding="utf-8") as f:
+            read = [tuple(r) for r in csv.reader(f)]
+        assert read[0] == ("path", "label", "group") and read[1:] == table
+        per = len(table) // (len(classes) * len(groups))
+        for g in groups:  # balanced: every class for every speaker
+            assert sorted(lab for _, lab, grp in table if grp == g) == sorted(classes * per)
+        assert all(os.path.basename(path).startswith(f"{grp}_{lab}_") for path, lab, grp in table)
+    lengths = {}
+    for path, text, voice, prosody, seed, _ in jobs:
+        wav, sr = sf.read(path, dtype="float32")
+        assert sr == corpus.SAMPLE_RATE and wav.ndim == 1, path
+        assert len(wav) == fallback_samples(text, prosody), path
+        assert 0.01 < np.abs(wav).max() < 1.0, path  # audible, not clipped
+        lengths[path] = len(wav)
+    assert sorted(lengths) == sorted(str(p) for p in out.rglob("*.wav"))
+    # the first task's classes are in the audio: sad (slow, long pauses) outlasts angry (fast, none)
+    mean_len = {lab: np.mean([lengths[str(out / p)] for p, la, _ in rows if la == lab]) for lab in corpus.CLASSES}
+    assert mean_len["sad"] > mean_len["neutral"] > mean_len["angry"]
+    # the contour task: the pitch moves as the class says, with the global pitch matched across classes
+    stats = json.loads((out / "contour_stats.json").read_text())
+    assert stats["rise"]["slope"] > 0.3 > -0.3 > stats["fall"]["slope"]
+    assert stats["peak"]["middle"] > 0.3 > -0.3 > stats["dip"]["middle"]
+    logf0 = [stats[c]["logf0_mean"] for c in corpus.CONTOURS]
+    assert max(logf0) - min(logf0) < 0.1  # octaves (measured 0.036)
+    assert len(json.loads((out / corpus.CONTOUR_PROSODY).read_text())) == 16

@@ -44,8 +44,10 @@ and ``OUT/contour_stats.json`` lists the measured per-class means. The contour v
 (``CONTOUR_VOICES``) are other espeak-ng accents and variants than the first task's, and
 unlabelled utterances come from both tasks and all voices.
 
-Without espeak-ng a numpy fallback (harmonic tones whose pitch, rate and loudness follow the same
-table) is used, and announced loudly.
+Without espeak-ng (or with ``--force-fallback``) a numpy fallback makes both tasks: one harmonic tone
+burst per syllable, whose pitch, rate, loudness and pauses follow the first table, and for the contour
+task whose per-syllable pitch follows the same contour offsets. It is announced loudly, recorded as
+``"engine": "numpy-fallback"`` in ``OUT/corpus.json``, and the demo report states it.
 """
 
 import argparse
@@ -159,34 +161,55 @@ def contour_prosody(contour: str, rng: np.random.Generator) -> Dict[str, object]
     return out
 
 
+def clamped(prosody: Dict[str, int]) -> Dict[str, int]:
+    """The jittered settings inside espeak-ng's ranges (pitch 0..99, rate >= 80 wpm, amplitude 10..200,
+    word gap >= 0, in 10 ms units); both engines use these, so a jitter below 0 (the gap of happy and
+    angry is 0 +- 2) is a gap of 0 for either."""
+    return {**prosody, "pitch": max(0, min(99, prosody["pitch"])), "rate": max(80, prosody["rate"]),
+            "amplitude": max(10, min(200, prosody["amplitude"])), "gap": max(0, prosody["gap"])}
+
+
 def speak(text: str, voice: str, prosody: Dict[str, int]) -> np.ndarray:
     """espeak-ng -> 16 kHz mono float32 (SSML per word when ``prosody`` names a contour)."""
     contour = prosody.get("contour")
     if contour is not None:
         text = contour_ssml(text, contour, prosody["depth"])
+    p = clamped(prosody)
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        cmd = ["espeak-ng", *(["-m"] if contour is not None else []), "-v", voice, "-p", str(max(0, min(99, prosody["pitch"]))),
-               "-s", str(max(80, prosody["rate"])), "-a", str(max(10, min(200, prosody["amplitude"]))),
-               "-g", str(max(0, prosody["gap"])), "-w", tmp.name, text]
+        cmd = ["espeak-ng", *(["-m"] if contour is not None else []), "-v", voice, "-p", str(p["pitch"]),
+               "-s", str(p["rate"]), "-a", str(p["amplitude"]), "-g", str(p["gap"]), "-w", tmp.name, text]
         subprocess.run(cmd, check=True, capture_output=True)
         wav, sr = sf.read(tmp.name, dtype="float32")
     wav = torchaudio.functional.resample(torch.from_numpy(wav), sr, SAMPLE_RATE).numpy()
     return wav
 
 
+def fallback_syllables(text: str) -> int:
+    """Tone bursts of the fallback for a sentence: one per 4 characters, at least 4."""
+    return max(4, len(text) // 4)
+
+
+def fallback_syllable_samples(rate: int, last: bool = False) -> int:
+    """Samples of one fallback syllable at ``rate`` words per minute (2.2 syllables a word); the last
+    of a sentence is 1.6x as long."""
+    return int(SAMPLE_RATE * 60 / rate / 2.2 * (1.6 if last else 1.0))
+
+
 def synth_fallback(text: str, voice: str, prosody: Dict[str, int], seed: int) -> np.ndarray:
     """numpy stand-in with the same prosody knobs: syllable-like tone bursts."""
     rng = np.random.default_rng(seed)
+    prosody = clamped(prosody)
     voices = VOICES + CONTOUR_VOICES
     f0 = 80 + 2.2 * prosody["pitch"] + 40 * (voices.index(voice) % 4 if voice in voices else 0)
-    syllables = max(4, len(text) // 4)
+    syllables = fallback_syllables(text)
     contour = prosody.get("contour")
     offsets = (contour_offsets(contour, ["syl"] * syllables, prosody["depth"]) / 100 if contour
                else np.zeros(syllables))
-    syl_len = int(SAMPLE_RATE * 60 / max(80, prosody["rate"]) / 2.2)
     gap = int(SAMPLE_RATE * 0.01 * prosody["gap"])
     parts = []
     for i in range(syllables):
+        # the last syllable 1.6x as long: the final lengthening contour_offsets weights its words by
+        syl_len = fallback_syllable_samples(prosody["rate"], last=i == syllables - 1)
         t = np.arange(syl_len) / SAMPLE_RATE
         f = f0 * (1 + offsets[i]) * (1 + (0.03 if contour else 0.15) * rng.standard_normal()) * (1 + 0.1 * np.sin(2 * np.pi * 3 * t))
         phase = 2 * np.pi * np.cumsum(f) / SAMPLE_RATE
@@ -207,6 +230,16 @@ def _render(job: Tuple[str, str, str, Dict[str, int], int, bool, bool]) -> Tuple
 
 
 CONTOUR_PROSODY = "contour_prosody.json"  # {path under the corpus folder: measure_prosody of that file}
+CORPUS_SUMMARY = "corpus.json"  # engine ("espeak-ng" or "numpy-fallback"), utterance counts, hours
+
+
+def load_summary(corpus_dir: str) -> Optional[dict]:
+    """``corpus.json`` of a corpus folder; None for a folder made before it was written."""
+    path = os.path.join(corpus_dir, CORPUS_SUMMARY)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def class_stats(measured: List[Tuple[str, dict]]) -> Dict[str, Dict[str, float]]:
@@ -370,6 +403,8 @@ def main(args) -> Dict[str, object]:
             writer.writerows(table)
     summary = {"engine": "espeak-ng" if use_espeak else "numpy-fallback", "utterances": len(jobs),
                "labelled": len(rows), "contour": len(contour_rows), "hours": sum(lengths) / SAMPLE_RATE / 3600}
+    with open(os.path.join(args.out, CORPUS_SUMMARY), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)  # the report says which engine made the corpus (demo/report.py)
     if measured:
         summary["contour_stats"] = class_stats([(contour_label[path], m) for path, m in measured.items()])
         with open(os.path.join(args.out, "contour_stats.json"), "w", encoding="utf-8") as f:

@@ -218,6 +218,7 @@ def format_contour(contour: dict) -> str:
 
 
 def build_report(work: str) -> dict:
+    from .corpus import load_summary
     return {
         **task_results(work),
         "curve": learning_curve(work),
@@ -225,7 +226,17 @@ def build_report(work: str) -> dict:
         "pretraining_valid": last_valid_losses(os.path.join(work, "pretrain", "hydra_train.log")),
         "timings_s": read_timings(os.path.join(work, "timings.tsv")),
         "finetune": finetune_stage.load_result(work),  # stage 7: fine-tuned vs linear probe, one held-out speaker
+        "corpus": load_summary(os.path.join(work, "corpus")),  # which engine made the corpus (stage 1)
     }
+
+
+def corpus_note(report: dict) -> str:
+    """One plain sentence when the corpus is the numpy fallback (tone bursts, not speech), else ''."""
+    if (report.get("corpus") or {}).get("engine") != "numpy-fallback":
+        return ""
+    return ("Corpus: the NUMPY FALLBACK (harmonic tone bursts, not speech), because espeak-ng was not installed "
+            "or --force-fallback was given. The probes and verdicts below are computed as usual, on tones; "
+            "install espeak-ng (apt-get install espeak-ng, or setup.sh as root) for the speech corpus.")
 
 
 def format_table(report: dict, key: str = "rows") -> str:
@@ -293,7 +304,9 @@ def main(args) -> dict:
     curve_md = (f"## Learning curve\n\n![learning curves]({curve['png']})\n\n`{curve['command']}`; linear-probe UA "
                 f"by update: {json.dumps(curve['probe_ua'])}, log-mel {json.dumps(curve['log_mel'])}\n\n"
                 if curve else "")
-    md = (f"# Demo report\n\n{format_table(report)}\n\n**Verdict:** {report['verdict']}\n\n"
+    note = corpus_note(report)
+    header = f"**{note}**\n\n" if note else ""
+    md = (f"# Demo report\n\n{header}{format_table(report)}\n\n**Verdict:** {report['verdict']}\n\n"
           f"{format_aim(report, 'the learning curves below')}\n\n"
           f"## Paired comparisons (same speaker folds)\n\n{verdicts}\n\n"
           f"Per-speaker normalised features:\n\n{format_table(report, 'rows_spknorm')}\n\n"
@@ -312,6 +325,8 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
     args = get_parser().parse_args(argv)
     report = run_main("e2v-demo-report", main, args, (ValueError,))  # one line, exit 2 (cli.py)
+    if corpus_note(report):
+        print(corpus_note(report) + "\n")
     print(format_table(report))
     print(f"\nverdict: {report['verdict']}")
     print("aim: " + ("met" if any(a["met"] for a in report["aim"].values()) else "not met") + " (report.md)")
