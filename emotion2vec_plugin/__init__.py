@@ -2,7 +2,8 @@
 
 ``common.user_dir=.../emotion2vec_plugin`` makes fairseq import this package; fairseq only
 auto-imports ``tasks/`` and ``models/`` of a user dir, so the criterion is imported here.
-The plain-torch parts (``modules``, ``data.manifest``, ``downstream``) import without fairseq.
+The plain-torch parts (``modules``, ``data``, ``evaluation``, ``inference``, ``formats``) import
+without fairseq.
 
 The fairseq parts are registered here only when fairseq is already imported (fairseq-hydra-train
 imports this package after itself): the console scripts (``e2v-extract``, ``e2v-probe``, ...) then

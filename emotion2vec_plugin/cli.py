@@ -2,7 +2,8 @@
 
 :func:`run_main` calls a script's ``main(args)`` and turns the errors that mean "this input is
 unusable" into a single line on stderr and exit status 2 (argparse's status for usage errors):
-the script's own error classes (which name the file, the line and the fix), plus ``OSError``
+every :class:`~emotion2vec_plugin.errors.Emotion2vecError` (the package's input errors, which name
+the file, the line and the fix), any extra classes a script lists, plus ``OSError``
 (a missing file, a directory where a file was expected, an unwritable ``--out``) and text that
 is not UTF-8, whatever module met them. Anything else is a bug and keeps its traceback.
 """
@@ -11,10 +12,12 @@ import os
 import sys
 from typing import Callable, Sequence, Tuple, Type, TypeVar
 
+from .errors import Emotion2vecError, describe
+
 T = TypeVar("T")
 
 # errors any script may meet on bad input, besides its own classes
-COMMON_INPUT_ERRORS: Tuple[Type[BaseException], ...] = (OSError, UnicodeError)
+COMMON_INPUT_ERRORS: Tuple[Type[BaseException], ...] = (Emotion2vecError, OSError, UnicodeError)
 
 
 class InputErrorExit(SystemExit):
@@ -26,20 +29,6 @@ class InputErrorExit(SystemExit):
 
     def __str__(self) -> str:
         return self.message
-
-
-def describe(error: BaseException) -> str:
-    """The message of an input error; ``OSError`` as ``path: reason`` (its ``str`` is ``[Errno N] ...``)."""
-    if isinstance(error, OSError) and error.filename is not None:
-        where = f"{error.filename} -> {error.filename2}" if error.filename2 else str(error.filename)
-        hint = " (a file where a folder is expected?)" if isinstance(error, (FileExistsError, NotADirectoryError)) else ""
-        return f"{where}: {error.strerror or error}{hint}"
-    if isinstance(error, UnicodeDecodeError):
-        return f"not UTF-8 text (byte {error.start}: {error.reason}); re-save the file as UTF-8"
-    text = str(error)
-    if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
-        text = error.args[0]  # KeyError's str() would quote the message
-    return text or type(error).__name__
 
 
 def fail(prog: str, message: str) -> InputErrorExit:

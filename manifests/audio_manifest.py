@@ -34,6 +34,7 @@ from collections import Counter
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from emotion2vec_plugin.cli import run_main
+from emotion2vec_plugin.errors import Emotion2vecError
 
 from .audio_info import (NEEDS_RESAMPLING, REASONS, TARGET_RATE, TOO_LONG, TOO_SHORT, UNSUPPORTED, Probe, convert,
                          frames_at_target, inspect, map_chunked)
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_EXTENSIONS = "wav,flac,ogg,mp3"
 
 
-class ManifestToolError(ValueError):
+class ManifestToolError(Emotion2vecError, ValueError):
     """A run that cannot go on; the message says what, where and how to fix it."""
 
 
@@ -377,7 +378,7 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     args = get_parser().parse_args(argv)
     # OSError (handled by run_main too): writing under --dest or --resample-to failed
-    summary = run_main("e2v-manifest", main, args, (ManifestToolError,))
+    summary = run_main("e2v-manifest", main, args)
     print(format_summary(summary))
 
 

@@ -43,13 +43,14 @@ from typing import Callable, Dict, List, NamedTuple, Optional
 
 from emotion2vec_plugin.cli import run_main
 from emotion2vec_plugin.data.manifest import TextFileError, read_utf8
+from emotion2vec_plugin.errors import Emotion2vecError
 
 from .audio_manifest import ManifestToolError, check_files, summarise, write_manifest, write_skipped
 
 logger = logging.getLogger(__name__)
 
 
-class LabelError(ValueError):
+class LabelError(Emotion2vecError, ValueError):
     """A label source that cannot be used; the message names the file (and line) and the fix."""
 
 
@@ -309,7 +310,7 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
     """Console script ``e2v-labels``: bad input is one ``e2v-labels: error: ...`` line and exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     args = get_parser().parse_args(argv)
-    summary = run_main("e2v-labels", main, args, (LabelError,))  # OSError too: writing under --dest failed
+    summary = run_main("e2v-labels", main, args)  # OSError too: writing under --dest failed
     print(format_summary(summary))
 
 

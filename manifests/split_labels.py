@@ -20,9 +20,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from emotion2vec_plugin.cli import run_main
+from emotion2vec_plugin.data.label_files import read_column_file
 from emotion2vec_plugin.data.labelled_split import LabelledDataError, read_labelled_split
-from emotion2vec_plugin.data.manifest import ManifestError
-from emotion2vec_plugin.downstream.probe import ProbeInputError, read_column_file
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +128,7 @@ def main(args) -> Dict[str, Dict[str, int]]:
 def cli_main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
     args = get_parser().parse_args(argv)
-    summary = run_main("e2v-split-labels", main, args, (LabelledDataError, ManifestError, ProbeInputError))
+    summary = run_main("e2v-split-labels", main, args)
     for s, counts in summary.items():
         logger.info("%s: %d utterances %s", s, sum(counts.values()), counts)
 

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from emotion2vec_plugin.data import synthetic
+from manifests import synth_corpus
+from emotion2vec_plugin.data.feature_store import save_stacked
 from emotion2vec_plugin.demo import corpus, report
-from emotion2vec_plugin.downstream import export, extract, probe
-from emotion2vec_plugin.downstream.features import save_stacked
+from emotion2vec_plugin.formats import export_cli as export
+from emotion2vec_plugin.inference import extract_cli as extract
+from emotion2vec_plugin.evaluation import probe_cli
 from manifests import audio_manifest, labels, validate
 from tests.helpers import PLUGIN_DIR, RECIPES, venv_bin, write_corpus
 from tests.test_checkpoint_init import student_state
@@ -24,9 +26,9 @@ from tests.test_untrusted_checkpoints import WritesAFile, released_cfg
 
 SCRIPTS = {
     "e2v-manifest": audio_manifest.cli_main, "e2v-validate-manifest": validate.cli_main,
-    "e2v-labels": labels.cli_main, "e2v-probe": probe.cli_main, "e2v-export": export.cli_main,
+    "e2v-labels": labels.cli_main, "e2v-probe": probe_cli.cli_main, "e2v-export": export.cli_main,
     "e2v-extract": extract.cli_main, "e2v-demo-corpus": corpus.cli_main, "e2v-demo-report": report.cli_main,
-    "e2v-synth-corpus": synthetic.cli_main,
+    "e2v-synth-corpus": synth_corpus.cli_main,
 }
 
 

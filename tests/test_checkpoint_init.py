@@ -1,15 +1,15 @@
 """model.init_from: explicit key mapping from released emotion2vec and data2vec 2.0 layouts.
 
-The source checkpoints are written by fairseq's own data2vec 2.0 model (tests/reference_data2vec.py),
+The source checkpoints are written by fairseq's own data2vec 2.0 model (devtools/reference_data2vec.py),
 not by our mapping, and loading is checked by features equal to that model's own."""
 
 import pytest
 import torch
 
+from devtools.reference_data2vec import data2vec_config, load_data2vec
 from emotion2vec_plugin.checkpoint.convert import CheckpointMismatchError
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
 from tests.helpers import tiny_model_cfg
-from tests.reference_data2vec import data2vec_config, load_data2vec
 
 # fairseq's data2vec2.py calls Module.state_dict with positional arguments
 pytestmark = pytest.mark.filterwarnings("ignore:Positional args are being deprecated")

@@ -3,7 +3,7 @@ series it plots, and writes the figure."""
 
 import json
 
-from emotion2vec_plugin.downstream import curves
+from emotion2vec_plugin.evaluation import curves, curves_cli
 
 SIMPLE = """\
 [2026-11-25 22:28:34,501][train_inner][INFO] - epoch 001:      1 / 5 loss=36.8581, loss_frame=6.7942, target_var=0.7155, pred_var=0.2743, num_updates=1, lr=0.00025, wall=1
@@ -27,8 +27,8 @@ def test_log_and_probe_records_become_series(tmp_path):
         {"update": 2, "features": "student", "results": {"last": {"UA": 0.64}, "last_gnorm": {"UA": 0.66}}},  # resumed
     ]
     (run / "checkpoints" / "probe.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + "garbage\n")
-    args = curves.get_parser().parse_args([str(run), "--json", str(tmp_path / "c.json")])
-    got = curves.main(args)
+    args = curves_cli.get_parser().parse_args([str(run), "--json", str(tmp_path / "c.json")])
+    got = curves_cli.main(args)
     # update 2 was logged twice (a resumed run appends): the later line wins; the json line is read too
     assert sorted(got["train"]) == [1, 2, 3]
     assert got["train"][1]["loss"] == 36.8581 and got["train"][1]["pred_var"] == 0.2743
@@ -46,4 +46,4 @@ def test_checkpoint_names_give_their_updates(tmp_path):
     for name in ("checkpoint_1_200.pt", "checkpoint_3_1000.pt", "checkpoint_50.pt", "checkpoint_best.pt",
                  "checkpoint_last.pt"):
         (tmp_path / name).write_bytes(b"")
-    assert [u for u, _ in curves.checkpoint_updates(str(tmp_path))] == [50, 200, 1000]
+    assert [u for u, _ in curves_cli.checkpoint_updates(str(tmp_path))] == [50, 200, 1000]

@@ -65,7 +65,7 @@ def test_quick_demo_end_to_end_and_resumable(tmp_path):
     assert [f["group"] for f in linear["folds"]] == ["spk0", "spk1", "spk2"]
     assert ft["linear_probe"]["UA"] == linear["folds"][2]["UA"] and ft["linear_probe"]["n_test"] == 16
     assert "## Fine-tuning, speaker spk2 held out" in (work / "report.md").read_text()
-    assert "verdict:" in log and "| features | WA | UA | WF1 |" in log
+    assert "verdict:" in log and "| features | WA | UA | macro-F1 | weighted-F1 |" in log
     # the second task (pitch contours, 2 speakers in --quick): probed and reported beside the first
     contour = report["contour"]
     assert [r["features"] for r in contour["rows"]] == ["pretrained", "random", "fbank"]

@@ -1,11 +1,13 @@
-"""The demo's paired verdict (demo/paired.py) against hand computations, and e2v-probe --seeds."""
+"""The demo's paired verdict (evaluation/paired.py) against hand computations, and e2v-probe --seeds."""
 
 import numpy as np
 import pytest
 import torch
 
-from emotion2vec_plugin.demo.paired import aim, paired_comparison, verdict
-from emotion2vec_plugin.downstream import probe
+from emotion2vec_plugin.data.feature_store import as_feature_set
+from emotion2vec_plugin.evaluation import probe_cli
+from emotion2vec_plugin.evaluation.paired import aim, paired_comparison, verdict
+from emotion2vec_plugin.evaluation.standardize import zscore_per_group
 
 
 def result(fold_ua, seeds=None):
@@ -91,9 +93,9 @@ def check_seed_averaging(tmp_path):
 
     feats, labels, groups = synthetic_task(per_class=4, dim=8)
     paths = write_task(tmp_path, feats, labels, groups)
-    single = [probe.main(probe.get_parser().parse_args([paths[0], paths[1], "--groups", paths[2], *FAST,
+    single = [probe_cli.main(probe_cli.get_parser().parse_args([paths[0], paths[1], "--groups", paths[2], *FAST,
                                                         "--seed", str(s)])) for s in (0, 1)]
-    both = probe.main(probe.get_parser().parse_args([paths[0], paths[1], "--groups", paths[2], *FAST,
+    both = probe_cli.main(probe_cli.get_parser().parse_args([paths[0], paths[1], "--groups", paths[2], *FAST,
                                                      "--seeds", "0", "1"]))
     assert both["seeds"] == [0, 1] and len(both["seed_runs"]) == 2
     for k, fold in enumerate(both["folds"]):
@@ -101,7 +103,7 @@ def check_seed_averaging(tmp_path):
         assert both["seed_runs"][1]["folds"][k]["UA"] == single[1]["folds"][k]["UA"]
     assert both["summary"]["UA"]["mean"] == pytest.approx(np.mean([f["UA"] for f in both["folds"]]))
     # per-group normalisation of frames: every group's frames have zero mean, unit std per dimension
-    fs = probe.normalize_per_group(probe.as_feature_set(feats), groups)
+    fs = zscore_per_group(as_feature_set(feats), groups)
     for g in set(groups):
         frames = np.concatenate([fs[i] for i in range(len(fs)) if groups[i] == g])
         np.testing.assert_allclose(frames.mean(0), 0.0, atol=1e-5)

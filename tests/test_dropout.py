@@ -11,14 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from emotion2vec_plugin.kernels import cpu_dropout
 from emotion2vec_plugin.modules import dropout as fast
 
 
 def test_kernel_is_built_when_a_compiler_exists():
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: dropout falls back to F.dropout")
-    assert fast.kernel() is not None
-    assert fast.fast_path(torch.zeros(fast.MIN_ELEMENTS)) and not fast.fast_path(torch.zeros(fast.MIN_ELEMENTS - 1))
+    assert cpu_dropout.kernel() is not None
+    assert cpu_dropout.fast_path(torch.zeros(cpu_dropout.MIN_ELEMENTS))
+    assert not cpu_dropout.fast_path(torch.zeros(cpu_dropout.MIN_ELEMENTS - 1))
 
 
 @pytest.mark.parametrize("shape, p, dtype, skip", [
@@ -36,7 +38,7 @@ def test_equals_torch_dropout(shape, p, dtype, skip):
         if use_kernel:
             y = fast.dropout(x, p, training=True)
         else:
-            with fast.torch_dropout():
+            with cpu_dropout.torch_dropout():
                 y = fast.dropout(x, p, training=True)
         (g,) = torch.autograd.grad(y, x, grad_out)
         results.append((y.detach(), g, torch.rand(5)))

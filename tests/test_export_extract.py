@@ -9,8 +9,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from emotion2vec_plugin.data.manifest import ManifestError
-from emotion2vec_plugin.downstream import export, extract
-from emotion2vec_plugin.downstream.pretrained import ExportFormatError, load_pretrained
+from emotion2vec_plugin.checkpoint.model_record import ExportFormatError
+from emotion2vec_plugin.formats import export_cli as export
+from emotion2vec_plugin.formats.load import load_pretrained
+from emotion2vec_plugin.inference import extract_cli as extract
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig, Emotion2vecModel
 from tests.helpers import hydra_train, write_corpus
 

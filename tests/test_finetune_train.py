@@ -25,10 +25,27 @@ CONFIG = "emotion2vec_finetune_tiny"
 RUN_ARGS = ["optimization.max_update=24", "checkpoint.save_interval_updates=1", "checkpoint.keep_interval_updates=3"]
 
 
+def tiny_encoder(data: Path) -> Path:
+    """The recipe's model.init_from: a tiny encoder (recipes/pretrain/arch/tiny.yaml) with seeded random
+    weights as an e2v-export plugin folder (what ``e2v-export --random-init`` writes), once per corpus."""
+    from emotion2vec_plugin.checkpoint.model_record import InferenceSettings, ModelRecord
+    from emotion2vec_plugin.formats import plugin
+    from emotion2vec_plugin.modules.config import student_config_from
+    from emotion2vec_plugin.modules.encoder import Emotion2vecEncoder
+    from tests.helpers import tiny_model_cfg
+
+    out = data / "init_encoder"
+    if not out.is_dir():
+        torch.manual_seed(1)
+        cfg = student_config_from(tiny_model_cfg())
+        plugin.write(ModelRecord(Emotion2vecEncoder(cfg).state_dict(), cfg, InferenceSettings(), "random"), str(out))
+    return out
+
+
 def finetune_cmd(data: Path, *overrides: str, launcher=None):
     head = launcher or [venv_bin("fairseq-hydra-train")]
     return [*head, "--config-dir", FINETUNE, "--config-name", CONFIG, f"task.data={data}",
-            f"common.user_dir={PLUGIN_DIR}", *overrides]
+            f"model.init_from={tiny_encoder(data)}", f"common.user_dir={PLUGIN_DIR}", *overrides]
 
 
 def finetune(workdir: Path, data: Path, *overrides: str) -> str:
@@ -67,6 +84,9 @@ def test_separable_tones_reach_high_ua_and_keep_the_best_checkpoint(trained):
     assert ckpt["task_state"]["labels"] == ["high", "low", "mid"]  # sorted training labels
     assert (run / "checkpoints" / "labels.txt").read_text().split() == ["high", "low", "mid"]
     assert ckpt["model"]["proj.weight"].shape == (3, 64)
+    # the recipe gives no shape: the one read from model.init_from is saved, so the checkpoint describes itself
+    shape = {k: ckpt["cfg"]["model"][k] for k in ("embed_dim", "depth", "prenet_depth", "num_utterance_tokens")}
+    assert shape == {"embed_dim": 64, "depth": 2, "prenet_depth": 1, "num_utterance_tokens": 2}
     assert not any(".decoder." in k or k.startswith("_ema") for k in ckpt["model"])
 
 
@@ -143,9 +163,9 @@ def test_two_gloo_processes_stay_in_sync(tmp_path, tones):
 def test_export_plugin_and_funasr_keep_head_and_labels(tmp_path, trained):
     import yaml
 
-    from emotion2vec_plugin.downstream import export
-    from emotion2vec_plugin.downstream.classifier_io import load_classifier
-    from emotion2vec_plugin.downstream.pretrained import ExportFormatError, load_pretrained
+    from emotion2vec_plugin.checkpoint.model_record import ExportFormatError
+    from emotion2vec_plugin.formats import export_cli as export
+    from emotion2vec_plugin.formats.load import load_classifier, load_pretrained
 
     ckpt = trained[0] / "checkpoints" / "checkpoint_best.pt"
     for fmt in ("plugin", "funasr"):
@@ -177,7 +197,7 @@ def test_predict_batched_equals_one_by_one_and_skips_bad_files(tmp_path, tones, 
     import numpy as np
     import soundfile as sf
 
-    from emotion2vec_plugin.downstream import predict
+    from emotion2vec_plugin.inference import predict_cli as predict
 
     ckpt = str(trained[0] / "checkpoints" / "checkpoint_best.pt")
     bad = tmp_path / "bad"

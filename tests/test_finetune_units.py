@@ -13,9 +13,9 @@ from emotion2vec_plugin.criterions.emotion2vec_classification import (Emotion2ve
                                                                        Emotion2vecClassificationCriterionConfig)
 from emotion2vec_plugin.data.labelled_split import LabelledDataError
 from emotion2vec_plugin.data.padding import crop_and_pad
+from emotion2vec_plugin.evaluation.metrics import class_counts, scores_from_counts
 from emotion2vec_plugin.models.emotion2vec_classifier import Emotion2vecClassifierConfig, Emotion2vecClassifierModel
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
-from emotion2vec_plugin.modules.classification_metrics import class_counts, scores_from_counts
 from emotion2vec_plugin.modules.pooling import masked_mean
 from emotion2vec_plugin.tasks.emotion2vec_classification import Emotion2vecClassificationTask
 from tests.finetune_corpus import write_labelled_corpus
@@ -32,10 +32,15 @@ def task_cfg(data, **overrides):
 
 
 def classifier_cfg(**overrides) -> Emotion2vecClassifierConfig:
-    """The tiny fine-tuning architecture of recipes/finetune/arch/tiny.yaml, dropouts off."""
+    """The fine-tuning settings of recipes/finetune/emotion2vec_finetune_tiny.yaml on the tiny encoder
+    shape of recipes/pretrain/arch/tiny.yaml (what its model.init_from gives), dropouts off."""
     import yaml
 
-    fields = yaml.safe_load((REPO / "recipes" / "finetune" / "arch" / "tiny.yaml").read_text())["model"]
+    from emotion2vec_plugin.checkpoint.init_from import SHAPE_FIELDS
+
+    shape = yaml.safe_load((REPO / "recipes" / "pretrain" / "arch" / "tiny.yaml").read_text())["model"]
+    fields = yaml.safe_load((REPO / "recipes" / "finetune" / "emotion2vec_finetune_tiny.yaml").read_text())["model"]
+    fields.update({k: shape[k] for k in SHAPE_FIELDS if k in shape}, init_from=None)
     fields.pop("_name")
     fields.update(seed=1, encoder_dropout=0.0, attention_dropout=0.0, post_mlp_drop=0.0, prenet_dropout=0.0,
                   head_dropout=0.0, mask_prob=0.0)
@@ -144,9 +149,10 @@ def test_metrics_from_summed_counts_equal_sklearn():
     parts = [class_counts(torch.tensor(p[s]), torch.tensor(y[s]), 4) for s in (slice(0, 17), slice(17, 50))]
     summed = {k: (parts[0][k] + parts[1][k]).tolist() for k in ("tp", "true", "pred")}
     got = scores_from_counts(summed["tp"], summed["true"], summed["pred"])
-    assert got["wa"] == pytest.approx(accuracy_score(y, p))
-    assert got["ua"] == pytest.approx(balanced_accuracy_score(y, p))
+    assert got["WA"] == pytest.approx(accuracy_score(y, p))
+    assert got["UA"] == pytest.approx(balanced_accuracy_score(y, p))
     assert got["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
+    assert got["weighted_f1"] == pytest.approx(f1_score(y, p, average="weighted"))
 
 
 def test_criterion_weighted_smoothed_loss_by_hand(labelled):
@@ -260,11 +266,13 @@ def test_init_from_pretraining_checkpoint_and_bad_layouts(tmp_path):
         if not k.startswith("proj."):
             assert torch.equal(ours[k], theirs[k]), k
     # an e2v-export folder (plugin format: no decoder, no teacher) initialises the same way
-    from emotion2vec_plugin.downstream.export import export_plugin
+    from emotion2vec_plugin.checkpoint.model_record import InferenceSettings, ModelRecord
+    from emotion2vec_plugin.formats import plugin
     from emotion2vec_plugin.modules.config import encoder_config_from
 
     student = {k: v for k, v in theirs.items() if not k.startswith("_ema")}
-    export_plugin(student, encoder_config_from(tiny_model_cfg()), {"normalize": True}, {"meta": {}}, str(tmp_path / "ex"))
+    plugin.write(ModelRecord(student, encoder_config_from(tiny_model_cfg()), InferenceSettings(), "student"),
+                 str(tmp_path / "ex"))
     from_folder = Emotion2vecClassifierModel(classifier_cfg(init_from=str(tmp_path / "ex")), 3).state_dict()
     assert all(torch.equal(from_folder[k], ours[k]) for k in ours if not k.startswith("proj."))
     # a data2vec 2.0 audio checkpoint: one flat stack of blocks, no utterance tokens, an _ema entry
@@ -291,17 +299,74 @@ def test_init_from_pretraining_checkpoint_and_bad_layouts(tmp_path):
         Emotion2vecClassifierModel(classifier_cfg(), 4).load_state_dict(model.state_dict())
 
 
+def test_encoder_shape_comes_from_init_from_and_a_contrary_override_fails(tmp_path):
+    """As fairseq's wav2vec 2.0 fine-tuning reads the shape from w2v_path: unset model.* shape fields
+    are filled from init_from's own config (checkpoint cfg or export config), into the config itself
+    (so checkpoints carry it); an explicit value that disagrees is an error naming field, values and file."""
+    from dataclasses import fields as dc_fields
+
+    from emotion2vec_plugin.checkpoint.init_from import SHAPE_FIELDS
+    from emotion2vec_plugin.checkpoint.model_record import InferenceSettings, ModelRecord
+    from emotion2vec_plugin.formats import plugin
+    from emotion2vec_plugin.formats.init_source import encoder_shape_from_init
+    from emotion2vec_plugin.modules.config import student_config_from
+
+    pre_cfg = tiny_model_cfg()
+    pre = Emotion2vecModel(pre_cfg)
+    ckpt = tmp_path / "checkpoint_last.pt"
+    model_cfg = {f.name: getattr(pre_cfg, f.name) for f in dc_fields(pre_cfg) if not f.name.startswith("_")}
+    torch.save({"cfg": {"model": {**model_cfg, "_name": "emotion2vec"}}, "model": pre.state_dict()}, ckpt)
+    student = {k: v for k, v in pre.state_dict().items() if not k.startswith("_ema")}
+    plugin.write(ModelRecord(student, student_config_from(pre_cfg), InferenceSettings(), "s"), str(tmp_path / "ex"))
+
+    def unshaped(**overrides):
+        cfg = classifier_cfg(**overrides)
+        for name in SHAPE_FIELDS:
+            if name not in overrides:
+                setattr(cfg, name, None)
+        return cfg
+
+    for source in (ckpt, tmp_path / "ex"):
+        cfg = unshaped(init_from=str(source))
+        model = Emotion2vecClassifierModel(cfg, 3)
+        assert (cfg.embed_dim, cfg.depth, cfg.prenet_depth, cfg.num_utterance_tokens) == (64, 2, 1, 2)
+        assert cfg.conv_feature_layers == pre_cfg.conv_feature_layers and model.proj.weight.shape == (3, 64)
+        assert torch.equal(model.state_dict()["blocks.1.mlp.fc1.weight"], student["blocks.1.mlp.fc1.weight"])
+    agreeing = unshaped(init_from=str(ckpt), embed_dim=64, conv_feature_layers=pre_cfg.conv_feature_layers.replace(" ", ""))
+    Emotion2vecClassifierModel(agreeing, 3)  # the same values, spelled differently, are no override
+    with pytest.raises(CheckpointMismatchError, match=r"checkpoint_last\.pt: the encoder shape comes from "
+                                                      r"model\.init_from.*model\.depth=3 \(init_from has 2\)"):
+        Emotion2vecClassifierModel(unshaped(init_from=str(ckpt), depth=3), 3)
+    with pytest.raises(CheckpointMismatchError, match=r"ex: .*model\.embed_dim=768 \(init_from has 64\)"):
+        encoder_shape_from_init(unshaped(init_from=str(tmp_path / "ex"), embed_dim=768))
+    # what the key map bridges is allowed: fresh utterance tokens, and a flat data2vec 2.0 stack split
+    from emotion2vec_plugin.checkpoint.released_config import encoder_to_released_config
+
+    flat_cfg = student_config_from(tiny_model_cfg(prenet_depth=0, depth=3, num_utterance_tokens=0))
+    flat = {"_name": "data2vec_multi", **encoder_to_released_config(flat_cfg, {})}
+    d2v = tmp_path / "d2v.pt"
+    torch.save({"cfg": {"model": flat}, "model": {"w": torch.zeros(1)}}, d2v)
+    split = unshaped(init_from=str(d2v), prenet_depth=1, depth=2, num_utterance_tokens=2)
+    with pytest.raises(CheckpointMismatchError, match=r"d2v\.pt: cannot map weights"):  # past the shape check
+        Emotion2vecClassifierModel(split, 3)
+    # without init_from: the base model's shape
+    base = unshaped()
+    encoder_shape_from_init(base)
+    assert (base.embed_dim, base.depth, base.prenet_depth) == (768, 8, 4)
+
+
 def test_predict_with_an_encoder_export_gives_embeddings_and_asks_for_a_head(tmp_path):
     import soundfile as sf
 
-    from emotion2vec_plugin.downstream import predict
-    from emotion2vec_plugin.downstream.export import export_plugin
-    from emotion2vec_plugin.downstream.pretrained import load_pretrained
+    from emotion2vec_plugin.checkpoint.model_record import InferenceSettings, ModelRecord
+    from emotion2vec_plugin.formats import plugin
+    from emotion2vec_plugin.formats.load import load_pretrained
+    from emotion2vec_plugin.inference import predict_cli as predict
     from emotion2vec_plugin.modules.config import encoder_config_from
 
     cfg = tiny_model_cfg()
     state = {k: v for k, v in Emotion2vecModel(cfg).state_dict().items() if not k.startswith("_ema")}
-    export_plugin(state, encoder_config_from(cfg), {"normalize": True}, {"meta": {}}, str(tmp_path / "enc"))
+    plugin.write(ModelRecord(state, encoder_config_from(cfg), InferenceSettings(), "state"), str(tmp_path / "enc"))
     rng = np.random.default_rng(0)
     for n in (7000, 12000):
         sf.write(tmp_path / f"u{n}.wav", (0.1 * rng.standard_normal(n)).astype(np.float32), 16000)

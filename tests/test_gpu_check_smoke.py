@@ -14,15 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from devtools.benchmark import train_log_losses
 from tests.helpers import REPO, run_logged
 
 SCRIPT = REPO / "recipes" / "benchmark" / "gpu_check.py"
 
 
 def test_train_log_losses_reads_fairseq_json_lines():
-    sys.path.insert(0, str(SCRIPT.parent))
-    from gpu_check import train_log_losses
-
     log = "\n".join([
         '2026-11-25 23:00:00 | INFO | train_inner | {"epoch": 1, "update": 0.5, "loss": "12.5", "ups": "1"}',
         '2026-11-25 23:00:01 | INFO | valid | {"epoch": 1, "valid_loss": "3.0", "loss": "3.0"}',

@@ -7,13 +7,13 @@ import torch
 
 from emotion2vec_plugin.criterions.emotion2vec_criterion import Emotion2vecCriterion, Emotion2vecCriterionConfig
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
-from emotion2vec_plugin.modules.config import EncoderConfig
+from emotion2vec_plugin.modules.config import EncoderConfig, StudentConfig
 from emotion2vec_plugin.modules.encoder import Emotion2vecEncoder, normalize_waveform
 from emotion2vec_plugin.modules.masking import MaskInfo, compute_span_mask
 from emotion2vec_plugin.modules.transformer import alibi_slopes
 from tests.helpers import tiny_model_cfg
 
-# DESIGN §5: the released emotion2vec state-dict layout
+# docs/design.md §5: the released emotion2vec state-dict layout
 RELEASED_KEY_PATTERNS = [
     r"modality_encoders\.AUDIO\.extra_tokens",
     r"modality_encoders\.AUDIO\.alibi_scale",
@@ -31,7 +31,7 @@ RELEASED_KEY_PATTERNS = [
 
 @pytest.fixture(scope="module")
 def base_encoder():
-    return Emotion2vecEncoder(EncoderConfig())
+    return Emotion2vecEncoder(StudentConfig())
 
 
 def test_base_config_has_released_parameter_count(base_encoder):
@@ -57,7 +57,7 @@ def test_fairseq_model_state_dict_is_student_plus_teacher():
     student = [k for k in sd if not k.startswith("_ema")]
     teacher = [k for k in sd if k.startswith("_ema.")]
     assert set(student) == set(Emotion2vecEncoder(model.encoder_cfg).state_dict())
-    # the teacher has no CNN, projection or decoder (DESIGN §2), everything else of the student
+    # the teacher has no CNN, projection or decoder (docs/design.md §2), everything else of the student
     assert {k[len("_ema."):] for k in teacher} == {
         k for k in student if not re.search(r"local_encoder|project_features|decoder", k)
     }

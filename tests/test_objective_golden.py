@@ -82,7 +82,7 @@ def test_frame_targets_are_each_utterances_top_k_ffn_average_at_its_masked_frame
     # the utterances are distinct enough for a mix-up to show: targets of utterance 0 vs 1 differ by O(1)
     assert (y[0] - y[1]).abs().mean() > 0.1
     # the utterance target is the time mean of the same targets (zero up to rounding: they are
-    # instance-normalised over time, DESIGN §8), one row per clone
+    # instance-normalised over time, docs/design.md §8), one row per clone
     torch.testing.assert_close(out["utt_target"], y.mean(1).repeat_interleave(CLONES, 0), atol=1e-5, rtol=0)
 
 

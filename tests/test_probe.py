@@ -7,13 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from emotion2vec_plugin.downstream import probe
-from emotion2vec_plugin.downstream.features import (
+from emotion2vec_plugin.data.feature_store import (
     FeatureFormatError,
+    FeatureSet,
     load_features,
     save_feature_dir,
     save_stacked,
 )
+from emotion2vec_plugin.data.label_files import LabelFileError, read_column_file
+from emotion2vec_plugin.evaluation import mlp_probe, probe_cli
+from emotion2vec_plugin.evaluation.standardize import input_stats
 
 CLASSES = ("ang", "hap", "neu", "sad")
 FAST = ["--epochs", "25", "--patience", "5", "--hidden", "64", "--quiet"]
@@ -54,8 +57,8 @@ def write_task(tmp_path, feats, labels, groups):
 
 
 def run_probe(features, labels, groups, *extra):
-    args = probe.get_parser().parse_args([features, labels, "--groups", groups, *FAST, *extra])
-    return probe.main(args)
+    args = probe_cli.get_parser().parse_args([features, labels, "--groups", groups, *FAST, *extra])
+    return probe_cli.main(args)
 
 
 def test_separable_task_is_learned(tmp_path):
@@ -87,10 +90,10 @@ def test_same_seed_same_metrics_different_seed_differs(tmp_path):
 
 
 def test_probe_output_alone_equals_output_inside_padded_batch():
-    model = probe.UtteranceProbe(8, 3, hidden=32)
+    model = mlp_probe.UtteranceProbe(8, 3, hidden=32)
     model.set_input_stats(np.full(8, 0.5), np.full(8, 2.0))  # padding then maps to non-zero inputs
     arrays = [np.random.default_rng(i).normal(size=(n, 8)).astype(np.float32) for i, n in enumerate((4, 11, 1, 6))]
-    x, mask = probe.pad_batch(arrays)
+    x, mask = mlp_probe.pad_batch(arrays)
     assert x.shape == (4, 11, 8) and mask.shape == (4, 11) and int((~mask).sum()) == 22
     with torch.no_grad():
         batched = model(x, mask)
@@ -105,11 +108,11 @@ def test_packed_batches_equal_padded_batches_cached_or_not():
     fold's standardised frames are cached in one tensor or read batch by batch."""
     arrays = [np.random.default_rng(i).normal(2.0, 3.0, size=(n, 8)).astype(np.float32)
               for i, n in enumerate((4, 11, 1, 6, 9))]
-    feats = probe.FeatureSet.from_arrays(arrays)
-    mean, std = probe.input_stats(feats, [0, 1, 3])
-    model = probe.UtteranceProbe(8, 3, hidden=32)
+    feats = FeatureSet.from_arrays(arrays)
+    mean, std = input_stats(feats, [0, 1, 3])
+    model = mlp_probe.UtteranceProbe(8, 3, hidden=32)
     model.set_input_stats(mean, std)
-    cached, streamed = probe.FoldFrames(feats, mean, std), probe.FoldFrames(feats, mean, std, cache_bytes=0)
+    cached, streamed = mlp_probe.FoldFrames(feats, mean, std), mlp_probe.FoldFrames(feats, mean, std, cache_bytes=0)
     assert cached.cache is not None and cached.cache.shape == (31, 8) and streamed.cache is None
     utts = [3, 0, 4]  # out of order: a batch is a random draw of the fold's utterances
     (xa, sa, ca), (xb, sb, cb) = cached.batch(utts), streamed.batch(utts)
@@ -118,10 +121,10 @@ def test_packed_batches_equal_padded_batches_cached_or_not():
     assert torch.equal(sb, sa) and torch.equal(cb, ca)
     torch.testing.assert_close(xa[6:10], (torch.from_numpy(arrays[0]) - model.input_mean) / model.input_std,
                                atol=0, rtol=0)
-    x, mask = probe.pad_batch([arrays[i] for i in utts])
+    x, mask = mlp_probe.pad_batch([arrays[i] for i in utts])
     with torch.no_grad():
         torch.testing.assert_close(model.forward_packed(xa, sa, ca), model(x, mask), atol=1e-6, rtol=1e-6)
-        logits = probe.predict_logits(model, cached, np.array(utts), 2, torch.device("cpu"))
+        logits = mlp_probe.predict_logits(model, cached, np.array(utts), 2, torch.device("cpu"))
         torch.testing.assert_close(logits, model(x, mask), atol=1e-6, rtol=1e-6)
 
 
@@ -144,16 +147,16 @@ def test_stacked_and_directory_formats_read_the_same(tmp_path):
 def test_label_count_mismatch_names_both_files_and_counts(tmp_path):
     feats, labels, groups = synthetic_task()
     paths = write_task(tmp_path, feats, labels[:-1], groups[:-1])
-    with pytest.raises(probe.ProbeInputError, match=r"train\.emo has 179 labels but .*train holds 180 utterances"):
+    with pytest.raises(mlp_probe.ProbeInputError, match=r"train\.emo has 179 labels but .*train holds 180 utterances"):
         run_probe(*paths)
     (tmp_path / "train.group").write_text("".join(f"{v}\n" for v in groups))
-    with pytest.raises(probe.ProbeInputError, match=r"train\.emo has 179 labels but .*train\.group has 180 groups"):
+    with pytest.raises(mlp_probe.ProbeInputError, match=r"train\.emo has 179 labels but .*train\.group has 180 groups"):
         run_probe(*paths)
 
 
 def test_single_group_is_rejected(tmp_path):
     feats, labels, groups = synthetic_task(per_class=3)
-    with pytest.raises(probe.ProbeInputError, match=r"needs >= 2 groups"):
+    with pytest.raises(mlp_probe.ProbeInputError, match=r"needs >= 2 groups"):
         run_probe(*write_task(tmp_path, feats, labels, ["spk0"] * len(groups)))
 
 
@@ -195,24 +198,24 @@ def test_cli_writes_json_table_and_plots(tmp_path, capsys):
     features, labels, groups = write_task(tmp_path, *synthetic_task())
     out = tmp_path / "probe" / "results.json"
     plots = ["--plot", str(tmp_path / "probe" / "tsne.png"), "--confusion-plot", str(tmp_path / "probe" / "cm.png")]
-    probe.cli_main([features, labels, "--groups", groups, *FAST, "--out", str(out), *plots])
+    probe_cli.cli_main([features, labels, "--groups", groups, *FAST, "--out", str(out), *plots])
     saved = json.loads(out.read_text())
     assert saved["config"]["optimizer"] == "rmsprop" and saved["labels"] == sorted(CLASSES)
-    assert set(saved["summary"]) == {"WA", "UA", "WF1"} and saved["num_utterances"] == 180
+    assert set(saved["summary"]) == {"WA", "UA", "macro_f1", "weighted_f1"} and saved["num_utterances"] == 180
     assert saved["folds"][0]["confusion"]["labels"] == sorted(CLASSES)
     for name in ("tsne.png", "cm.png"):
         assert (tmp_path / "probe" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = capsys.readouterr().out
     assert "spk1" in table and "mean ± std" in table
     with pytest.raises(SystemExit, match=r"e2v-probe: error: .*x\.npy: not found"):
-        probe.cli_main([str(tmp_path / "x"), labels, "--groups", groups, "--quiet"])
+        probe_cli.cli_main([str(tmp_path / "x"), labels, "--groups", groups, "--quiet"])
 
 
 def test_label_file_layouts(tmp_path):
     (tmp_path / "plain.emo").write_text("neu\nvery happy\n\n")
-    assert probe.read_column_file(str(tmp_path / "plain.emo"), "labels") == ["neu", "very happy"]
+    assert read_column_file(str(tmp_path / "plain.emo"), "labels") == ["neu", "very happy"]
     (tmp_path / "official.emo").write_text("Ses01F_impro01_F000\tneu\nSes01F_impro01_F001\thap\n")
-    assert probe.read_column_file(str(tmp_path / "official.emo"), "labels") == ["neu", "hap"]
+    assert read_column_file(str(tmp_path / "official.emo"), "labels") == ["neu", "hap"]
     (tmp_path / "gap.emo").write_text("neu\n\nhap\n")
-    with pytest.raises(probe.ProbeInputError, match=r"gap\.emo:2: expected one label"):
-        probe.read_column_file(str(tmp_path / "gap.emo"), "labels")
+    with pytest.raises(LabelFileError, match=r"gap\.emo:2: expected one label"):
+        read_column_file(str(tmp_path / "gap.emo"), "labels")

@@ -1,5 +1,5 @@
 """Our training objective against fairseq's own data2vec 2.0 (``examples/data2vec`` shipped in the
-installed fairseq wheel, patched to import on Python 3.11 by tests/reference_data2vec.py).
+installed fairseq wheel, patched to import on Python 3.11 by devtools/reference_data2vec.py).
 
 Both models get the same weights (ours loaded strictly into ``Data2VecMultiModel``), the same batch
 and the same precomputed masks; one and two training steps are compared: the regression (frame)
@@ -17,16 +17,15 @@ and the decoder's mask noise (both draw it from torch's RNG but in different sha
 decay anneals 0.9 -> 0.99 over 10 updates so that the teacher moves far more than the tolerance (released: 0.999 -> 0.99999 over 20k).
 """
 
-import copy
 from typing import Dict, List, Tuple
 
 import pytest
 import torch
 
+from devtools.reference_data2vec import data2vec_config, data2vec_state, load_data2vec
 from emotion2vec_plugin.criterions.emotion2vec_criterion import Emotion2vecCriterion, Emotion2vecCriterionConfig
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig, Emotion2vecModel
 from emotion2vec_plugin.modules.masking import compute_span_mask
-from tests.reference_data2vec import data2vec_config, data2vec_state, load_data2vec
 
 # fairseq's data2vec2.py calls Module.state_dict with positional arguments
 pytestmark = pytest.mark.filterwarnings("ignore:Positional args are being deprecated")

@@ -9,9 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotion2vec_plugin.downstream import curves, export, extract, probe
-from emotion2vec_plugin.downstream.linear_probe import (combine_layers, linear_probe_cv, make_folds, masked_time_mean,
-                                                        parse_layer_specs, per_group_standardize)
+from emotion2vec_plugin.formats import export_cli as export
+from emotion2vec_plugin.inference import extract_cli as extract
+from emotion2vec_plugin.evaluation import curves, curves_cli, probe_cli
+from emotion2vec_plugin.evaluation.linear_probe import linear_probe_cv, make_folds, per_group_standardize
+from emotion2vec_plugin.evaluation.mlp_probe import ProbeInputError
+from emotion2vec_plugin.modules.layer_spec import combine_layers, parse_layer_specs
+from emotion2vec_plugin.modules.pooling import masked_mean
 from tests.helpers import hydra_train, write_corpus
 from tests.probe_data import write_probe_set
 from tests.test_distributed import torchrun_train
@@ -105,7 +109,7 @@ def test_offline_linear_probe_on_the_checkpoint_equals_the_training_probe(probe_
         for gnorm in (False, True):
             args = [str(tmp_path / name / "probe"), str(clean / "probe.emo"), "--groups", str(clean / "probe.group"),
                     "--probe", "linear", *(["--normalize-per-group"] if gnorm else [])]
-            offline = probe.main(probe.get_parser().parse_args(args))
+            offline = probe_cli.main(probe_cli.get_parser().parse_args(args))
             online = record["results"][name + ("_gnorm" if gnorm else "")]
             assert [f["group"] for f in offline["folds"]] == [f["group"] for f in online["folds"]]
             assert [f["UA"] for f in offline["folds"]] == [f["UA"] for f in online["folds"]], (name, gnorm)
@@ -116,7 +120,7 @@ def test_offline_linear_probe_on_the_checkpoint_equals_the_training_probe(probe_
 def test_curves_from_the_log_and_from_the_checkpoints(probe_run, tmp_path):
     _, probe_dir, run, _ = probe_run
     records = probe_records(run)
-    from_log = curves.main(curves.get_parser().parse_args([str(run), "--out", str(tmp_path / "log.png")]))
+    from_log = curves_cli.main(curves_cli.get_parser().parse_args([str(run), "--out", str(tmp_path / "log.png")]))
     assert sorted(from_log["train"]) == [1, 2, 3, 4] and sorted(from_log["valid"]) == [2, 4]
     assert all(from_log["train"][u]["target_var"] > 0 for u in from_log["train"])
     assert curves.probe_series(from_log["probe"])["last"] == {r["update"]: r["results"]["last"]["UA"]
@@ -124,7 +128,7 @@ def test_curves_from_the_log_and_from_the_checkpoints(probe_run, tmp_path):
     assert (tmp_path / "log.png").stat().st_size > 10000
     # a run without the in-training probe: its saved checkpoints probed now give the same numbers
     # (update 0 is the architecture with other random weights, so it is not compared)
-    from_ckpts = curves.main(curves.get_parser().parse_args([str(run), "--out", str(tmp_path / "ckpt.png"),
+    from_ckpts = curves_cli.main(curves_cli.get_parser().parse_args([str(run), "--out", str(tmp_path / "ckpt.png"),
                                                              "--probe-data", str(probe_dir)]))
     now = curves.probe_series(from_ckpts["probe"])
     assert sorted(now["last"]) == [0, 2, 4]
@@ -212,7 +216,8 @@ def test_pooling_is_padding_exact_and_layer_average_commutes_with_time_mean():
     layers = [torch.from_numpy(rng.normal(size=(2, 5, 4)).astype(np.float32)) for _ in range(3)]
     for h in layers:
         h[1, 3:] = 1e6  # padding garbage must not leak
-    pooled = torch.stack([masked_time_mean(h, frames) for h in layers], dim=1).numpy()  # [B, L, D]
+    padding_mask = torch.arange(5).unsqueeze(0) >= frames.unsqueeze(1)  # [B, T], True = padded
+    pooled = torch.stack([masked_mean(h, padding_mask) for h in layers], dim=1).numpy()  # [B, L, D]
     np.testing.assert_allclose(pooled[1, 0], layers[0][1, :3].mean(0).numpy(), rtol=1e-6)
     specs = parse_layer_specs("last,mean,2", 3)
     assert specs == [("last", [2]), ("mean", [0, 1, 2]), ("l2", [1])]
@@ -225,7 +230,7 @@ def test_pooling_is_padding_exact_and_layer_average_commutes_with_time_mean():
 
 
 def test_e2v_probe_linear_cli_equals_the_library_and_runs_k_fold_without_groups(tmp_path, capsys):
-    from emotion2vec_plugin.downstream.features import save_stacked
+    from emotion2vec_plugin.data.feature_store import save_stacked
 
     rng = np.random.default_rng(4)
     labels = ["a", "b"] * 12
@@ -236,16 +241,16 @@ def test_e2v_probe_linear_cli_equals_the_library_and_runs_k_fold_without_groups(
     (tmp_path / "x.emo").write_text("\n".join(labels) + "\n")
     (tmp_path / "x.group").write_text("\n".join(groups) + "\n")
     means = np.stack([f.astype(np.float64).mean(0) for f in feats]).astype(np.float32)
-    got = probe.main(probe.get_parser().parse_args([str(tmp_path / "f"), str(tmp_path / "x.emo"), "--groups",
-                                                    str(tmp_path / "x.group"), "--probe", "linear",
-                                                    "--normalize-per-group"]))
+    got = probe_cli.main(probe_cli.get_parser().parse_args([str(tmp_path / "f"), str(tmp_path / "x.emo"), "--groups",
+                                                            str(tmp_path / "x.group"), "--probe", "linear",
+                                                            "--normalize-per-group"]))
     want = linear_probe_cv(means, labels, groups, per_group=True)
     assert got["folds"] == want["folds"] and got["probe"] == "linear" and got["normalize_per_group"]
-    kfold = probe.main(probe.get_parser().parse_args([str(tmp_path / "f"), str(tmp_path / "x.emo"), "--probe",
-                                                      "linear", "--folds", "4"]))
+    kfold = probe_cli.main(probe_cli.get_parser().parse_args([str(tmp_path / "f"), str(tmp_path / "x.emo"),
+                                                              "--probe", "linear", "--folds", "4"]))
     assert kfold["scheme"] == "k-fold" and len(kfold["folds"]) == 4
-    with pytest.raises(probe.ProbeInputError, match="--groups is required"):
-        probe.main(probe.get_parser().parse_args([str(tmp_path / "f"), str(tmp_path / "x.emo")]))
+    with pytest.raises(ProbeInputError, match="--groups is required"):
+        probe_cli.main(probe_cli.get_parser().parse_args([str(tmp_path / "f"), str(tmp_path / "x.emo")]))
 
 
 def test_batched_probe_features_equal_one_by_one_and_teacher_differs_from_student(tmp_path):
@@ -253,7 +258,7 @@ def test_batched_probe_features_equal_one_by_one_and_teacher_differs_from_studen
     (CPU path); the teacher features go through the EMA teacher, not the student."""
     import torch
 
-    from emotion2vec_plugin.downstream.training_probe import ProbeSettings, TrainingProbe
+    from emotion2vec_plugin.tasks.training_probe import ProbeSettings, TrainingProbe
     from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
     from tests.helpers import tiny_model_cfg
 
@@ -265,8 +270,8 @@ def test_batched_probe_features_equal_one_by_one_and_teacher_differs_from_studen
     probe = TrainingProbe(ProbeSettings(data=str(write_probe_set(tmp_path / "p", per_class=3)), network="both"))
     specs = parse_layer_specs("last,mean", model.num_layers)
     featurize = probe._network_featurizer(model, specs)
-    index1, one = probe._gather(featurize, 400, 1)
-    index16, batched = probe._gather(featurize, 400, 16)
+    index1, one = probe._gather(featurize, model.audio.local_encoder.layers_spec, 1)
+    index16, batched = probe._gather(featurize, model.audio.local_encoder.layers_spec, 16)
     assert index1.tolist() == index16.tolist() == list(range(18))
     assert set(one) == {"last_student", "mean_student", "last_teacher", "mean_teacher"}
     for key in one:
@@ -282,8 +287,8 @@ def _two_rank_worker(rank: int, init: str, good: str, bad: str, out: str) -> Non
     import torch
     import torch.distributed as dist
 
-    from emotion2vec_plugin.downstream.linear_probe import LinearProbeError
-    from emotion2vec_plugin.downstream.training_probe import ProbeSettings, TrainingProbe
+    from emotion2vec_plugin.evaluation.linear_probe import LinearProbeError
+    from emotion2vec_plugin.tasks.training_probe import ProbeSettings, TrainingProbe
     from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
     from tests.helpers import tiny_model_cfg
 

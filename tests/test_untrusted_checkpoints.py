@@ -16,10 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 from emotion2vec_plugin.checkpoint.convert import read_state_dict
 from emotion2vec_plugin.checkpoint.safe_load import (ALLOWED_NAMES, CheckpointReadError, UntrustedCheckpointError,
                                                      load_checkpoint)
-from emotion2vec_plugin.downstream import export, extract
-from emotion2vec_plugin.downstream.pretrained import encoder_to_released_config, load_pretrained, read_fairseq_checkpoint
+from emotion2vec_plugin.checkpoint.fairseq_checkpoint import read_fairseq_checkpoint
+from emotion2vec_plugin.checkpoint.released_config import encoder_to_released_config
+from emotion2vec_plugin.formats import export_cli as export
+from emotion2vec_plugin.formats.load import load_pretrained
+from emotion2vec_plugin.inference import extract_cli as extract
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecModel
-from emotion2vec_plugin.modules.config import encoder_config_from
+from emotion2vec_plugin.modules.config import student_config_from
 from tests.helpers import hydra_train, tiny_model_cfg, write_corpus
 from tests.test_checkpoint_init import PRENET, student_state
 
@@ -56,7 +59,7 @@ def to_data2vec_layout(state: dict, prenet_depth: int) -> dict:
 
 def released_cfg() -> DictConfig:
     """A released emotion2vec / data2vec_multi cfg as fairseq stores it (an omegaconf DictConfig)."""
-    enc = encoder_config_from(tiny_model_cfg())
+    enc = student_config_from(tiny_model_cfg())
     return OmegaConf.create({
         "common": {"seed": 1}, "optimization": {"max_update": 100000, "lr": [7.5e-5]},
         "task": {"_name": "audio_pretraining", "normalize": True, "sample_rate": 16000},

@@ -1,4 +1,4 @@
-"""The utterance target (DESIGN §8) and two alignments with data2vec 2.0: where the utterance
+"""The utterance target (docs/design.md §8) and two alignments with data2vec 2.0: where the utterance
 prediction reads the decoder's input dropout, and which LayerNorms ``norm_eps`` changes."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Explicit key mapping from released checkpoints to our student (DESIGN §5).
+"""Explicit key mapping from released checkpoints to our student (docs/design.md §5).
 
 Supported layouts:
 
@@ -15,11 +15,11 @@ Anything else is an error naming the checkpoint and the key, except entries list
 
 import logging
 import re
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
-import torch.nn as nn
 
+from ..errors import Emotion2vecError
 from .safe_load import load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ IGNORED = re.compile(r"^(_ema$|proj\.(weight|bias)$)")
 MAY_BE_FRESH = re.compile(r"^(modality_encoders\.AUDIO\.extra_tokens$|_ema\.|_ema_step$)")
 
 
-class CheckpointMismatchError(KeyError):
+class CheckpointMismatchError(Emotion2vecError, KeyError):
     """A source checkpoint has a weight we cannot place, or lacks one we need."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message
@@ -44,7 +44,12 @@ def read_state_dict(path: str, trust: bool = False) -> Dict[str, torch.Tensor]:
     Read by :func:`~.safe_load.load_checkpoint` (``weights_only=True`` plus fairseq's config
     classes; ``trust=True`` unpickles everything after a warning).
     """
-    state = load_checkpoint(path, trust=trust)
+    return state_dict_of(load_checkpoint(path, trust=trust), path)
+
+
+def state_dict_of(content: Any, path: str) -> Dict[str, torch.Tensor]:
+    """The model state dict inside the loaded content of checkpoint file ``path`` (see :func:`read_state_dict`)."""
+    state = content
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not state or not all(isinstance(v, (torch.Tensor, dict)) for v in state.values()):
@@ -87,23 +92,3 @@ def map_state_dict(source: Dict[str, torch.Tensor], target_keys: List[str], pren
         )
     fresh = sorted(wanted - set(mapped))
     return mapped, fresh
-
-
-def load_student_weights(path: str, model: nn.Module, trust: bool = False) -> Dict[str, torch.Tensor]:
-    """Read ``path`` and return a full state dict for ``model.load_state_dict`` (fresh entries
-    filled with the model's current values), logging what was initialised fresh. ``trust``: see
-    :func:`read_state_dict`."""
-    own = model.state_dict()
-    prenet_depth = len(model.audio.context_encoder.blocks)
-    mapped, fresh = map_state_dict(read_state_dict(path, trust), list(own), prenet_depth, origin=path)
-    shape_errors = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                    for k, v in mapped.items() if v.shape != own[k].shape]
-    if shape_errors:
-        raise CheckpointMismatchError(f"{path}: shape mismatch: " + "; ".join(shape_errors[:5]))
-    student_fresh = [k for k in fresh if not k.startswith("_ema")]
-    if student_fresh:
-        logger.info("%s: initialised fresh (absent from the checkpoint): %s", path, student_fresh)
-    if not any(k.startswith("_ema.") for k in mapped):
-        # load_state_dict then copies the loaded student into the teacher
-        return {k: v for k, v in {**own, **mapped}.items() if not k.startswith("_ema")}
-    return {**own, **mapped}

@@ -31,6 +31,8 @@ from typing import Any, List
 
 import torch
 
+from ..errors import Emotion2vecError
+
 logger = logging.getLogger(__name__)
 
 # torch.save's zip container starts with a local file header; the legacy (pre-1.6) format with
@@ -41,7 +43,7 @@ TRUST_HINT = ("if you trust where the file came from, load it anyway with --trus
               "e2v-extract) or model.trust_checkpoint=true (training)")
 
 
-class CheckpointReadError(ValueError):
+class CheckpointReadError(Emotion2vecError, ValueError):
     """A checkpoint file that cannot be read; the message names the file, the problem and the fix."""
 
 

@@ -1,11 +1,11 @@
-"""fairseq criterion ``emotion2vec_classification``: cross-entropy on utterance labels, WA / UA / macro-F1 logged.
+"""fairseq criterion ``emotion2vec_classification``: cross-entropy on utterance labels, WA / UA / F1 logged.
 
 Takes the model's ``{"logits": [B, C]}`` (``models/emotion2vec_classifier.py``) and
 ``sample["target"]`` [B]. The loss is the *summed* cross-entropy (optionally label-smoothed and
 class-weighted) with ``sample_size`` = utterances, which fairseq divides out across update_freq
 and GPUs. Every logging output carries per-class counts (``tp``, ``true``, ``pred``; see
-``modules/classification_metrics.py``) that fairseq sums over batches and workers, so ``wa``,
-``ua`` and ``macro_f1`` (in %) are exact for the whole validation set and
+``evaluation/metrics.py``) that fairseq sums over batches and workers, so ``wa``, ``ua``,
+``macro_f1`` and ``weighted_f1`` (in %) are exact for the whole validation set and
 ``checkpoint.best_checkpoint_metric=ua checkpoint.maximize_best_checkpoint_metric=true`` keeps
 the best model.
 """
@@ -20,7 +20,7 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
 from .common_metrics import log_loss_and_counts
-from ..modules.classification_metrics import class_counts, scores_from_counts
+from ..evaluation.metrics import METRICS, class_counts, log_name, scores_from_counts
 
 COUNTS = ("tp", "true", "pred")
 
@@ -106,8 +106,8 @@ class Emotion2vecClassificationCriterion(FairseqCriterion):
                 return round(100.0 * scores_from_counts(tp, true, pred)[name], 2)
             return derive
 
-        for name in ("wa", "ua", "macro_f1"):
-            metrics.log_derived(name, score(name))
+        for name in METRICS:
+            metrics.log_derived(log_name(name), score(name))
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

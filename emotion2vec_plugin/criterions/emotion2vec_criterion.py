@@ -1,4 +1,4 @@
-"""fairseq criterion ``emotion2vec``: L = L_frame + alpha * L_utt (paper eq. 11, DESIGN §3).
+"""fairseq criterion ``emotion2vec``: L = L_frame + alpha * L_utt (paper eq. 11, docs/design.md §3).
 
 Takes the model's output dict (see ``models/emotion2vec_model.py`` for the contract) and the
 loss functions of ``modules/losses.py``; returns the summed loss with ``sample_size`` = masked

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from fairseq.data import FairseqDataset
 
-from ..modules.feature_extractor import frames_for_samples
+from ..modules.feature_extractor import clip_problem, frames_for_samples
 from ..modules.masking import compute_span_mask
 from .manifest import AudioReadError, Manifest, read_mono
 
@@ -101,11 +101,7 @@ class Emotion2vecAudioDataset(FairseqDataset):
 
     def problem(self, wav: np.ndarray) -> Optional[str]:
         """Why a decoded clip cannot be trained on, or None."""
-        if self.conv_layers is not None and frames_for_samples(self.conv_layers, len(wav)) < 2:
-            return f"{len(wav)} samples is shorter than the CNN needs for 2 frames"
-        if not np.isfinite(wav).all():
-            return f"{int((~np.isfinite(wav)).sum())} NaN/inf samples"
-        return None
+        return clip_problem(wav, self.conv_layers, min_frames=2)
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         try:

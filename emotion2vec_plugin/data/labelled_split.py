@@ -18,11 +18,12 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..downstream.probe import read_column_file
+from ..errors import Emotion2vecError
+from .label_files import read_column_file
 from .manifest import Manifest, read_manifest
 
 
-class LabelledDataError(ValueError):
+class LabelledDataError(Emotion2vecError, ValueError):
     """Labels that cannot be trained on; the message names the file (and line) and the fix."""
 
 
@@ -93,24 +94,3 @@ def label_ids(split: LabelledSplit, names: Sequence[str], train_path: str) -> np
                 f"or add training examples of {lab!r}")
         out[i] = index[lab]
     return out
-
-
-def write_label_file(names: Sequence[str], path: str) -> None:
-    """One class name per line, class 0 first (also FunASR's ``tokens.txt`` layout)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(f"{n}\n" for n in names))
-    os.replace(tmp, path)
-
-
-def read_label_file(path: str) -> List[str]:
-    """Class names written by :func:`write_label_file` (one per line, no blank lines)."""
-    with open(path, encoding="utf-8") as f:
-        names = [line.rstrip("\r\n") for line in f]
-    while names and not names[-1].strip():
-        names.pop()
-    for i, n in enumerate(names, start=1):
-        if not n.strip():
-            raise LabelledDataError(f"{path}:{i}: empty class name; expected one class per line")
-    return names

@@ -15,16 +15,18 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional
 
+from ..errors import Emotion2vecError
 
-class ManifestError(ValueError):
+
+class ManifestError(Emotion2vecError, ValueError):
     """A manifest that cannot be used; the message names the file, the line and the fix."""
 
 
-class AudioReadError(RuntimeError):
+class AudioReadError(Emotion2vecError, RuntimeError):
     """An utterance that cannot be used; the message names manifest:line and the file."""
 
 
-class TextFileError(ValueError):
+class TextFileError(Emotion2vecError, ValueError):
     """A text input (manifest, labels, lengths) that is not a readable UTF-8 file; names path(:line)."""
 
 

@@ -5,12 +5,10 @@ tiny model to learn something, generated deterministically from a seed.
 """
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
-
-from ..cli import run_main
 
 
 def synth_utterance(num_samples: int, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
@@ -38,40 +36,3 @@ def write_corpus(root: Path, splits: Sequence[Tuple[str, int]] = (("train", 16),
             lines.append(f"{name}\t{length}")
         (root / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return root
-
-
-def get_parser():
-    import argparse
-
-    p = argparse.ArgumentParser(description="Write a synthetic 16 kHz corpus with train/valid manifests.")
-    p.add_argument("dest", help="output folder (wav/ and train.tsv, valid.tsv)")
-    p.add_argument("--train", type=int, default=200, help="training utterances")
-    p.add_argument("--valid", type=int, default=20, help="validation utterances")
-    p.add_argument("--min-seconds", type=float, default=1.0)
-    p.add_argument("--max-seconds", type=float, default=4.0)
-    p.add_argument("--seed", type=int, default=0)
-    return p
-
-
-def main(args) -> Path:
-    if args.train < 1 or args.valid < 0:
-        raise ValueError(f"--train {args.train} --valid {args.valid}: need at least 1 training utterance and "
-                         f"0 or more validation utterances")
-    if not 0 < args.min_seconds < args.max_seconds:
-        raise ValueError(f"--min-seconds {args.min_seconds} --max-seconds {args.max_seconds}: need "
-                         f"0 < min < max")
-    if Path(args.dest).exists() and not Path(args.dest).is_dir():
-        raise ValueError(f"{args.dest}: is a file, expected a folder to write wav/, train.tsv and valid.tsv into")
-    return write_corpus(Path(args.dest), (("train", args.train), ("valid", args.valid)),
-                        int(args.min_seconds * 16000), int(args.max_seconds * 16000), args.seed)
-
-
-def cli_main(argv: Optional[List[str]] = None) -> None:
-    """Console script ``e2v-synth-corpus``: bad input is one ``e2v-synth-corpus: error: ...`` line and exit 2."""
-    args = get_parser().parse_args(argv)
-    root = run_main("e2v-synth-corpus", main, args, (ValueError,))
-    print(f"wrote {args.train} + {args.valid} utterances and manifests to {root}")
-
-
-if __name__ == "__main__":
-    cli_main()

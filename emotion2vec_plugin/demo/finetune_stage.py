@@ -14,7 +14,7 @@ training (each step is the named CLI's own ``main``; the commands are logged and
    [OVERRIDE ...]`` in ``WORK/finetune/run`` (started afresh; no validation during training, so
    the held-out speaker never steers it: the model scored is ``checkpoint_last.pt``);
 3. ``e2v-predict .../checkpoint_last.pt WORK/finetune/labels/valid.tsv --labels .../valid.emo
-   --out WORK/finetune/heldout.json`` (WA / UA / WF1 and a confusion plot);
+   --out WORK/finetune/heldout.json`` (WA / UA / macro-F1 / weighted-F1 and a confusion plot);
 4. ``e2v-probe WORK/features/pretrained/demo WORK/labels/demo.emo --groups WORK/labels/demo.group
    --probe linear --out WORK/finetune/linear_probe.json``: leave-one-speaker-out on the mean-pooled
    features of the same pretrained model (stage 5); its fold for the held-out speaker is trained
@@ -34,19 +34,21 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from ..errors import Emotion2vecError
+from ..evaluation.metrics import METRICS
+
 logger = logging.getLogger(__name__)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-METRICS = ("WA", "UA", "WF1")
 
 
-class FinetuneStageError(ValueError):
+class FinetuneStageError(Emotion2vecError, ValueError):
     """A missing input of an earlier demo stage; the message names the file and the stage."""
 
 
 def held_out_speaker(group_path: str, requested: Optional[str]) -> str:
     """``requested`` if given (checked against the file), else the last group in sorted order."""
-    from ..downstream.probe import read_column_file
+    from ..data.label_files import read_column_file
 
     groups = sorted(set(read_column_file(group_path, "groups")))
     if requested is None:
@@ -71,7 +73,8 @@ def _fold(probe_result: dict, group: str) -> Optional[Dict[str, float]]:
 
 
 def run(work: str, held_out: Optional[str], overrides: List[str]) -> dict:
-    from ..downstream import predict, probe
+    from ..inference import predict_cli
+    from ..evaluation import probe_cli
     from manifests import split_labels
 
     labels = os.path.join(work, "labels")
@@ -114,12 +117,12 @@ def run(work: str, held_out: Optional[str], overrides: List[str]) -> dict:
                  "--labels", os.path.join(out, "labels", "valid.emo"),
                  "--out", os.path.join(out, "heldout.json"), "--quiet"]
     commands.append("e2v-predict " + " ".join(pred_args))
-    pred = predict.main(predict.get_parser().parse_args(pred_args))
+    pred = predict_cli.main(predict_cli.get_parser().parse_args(pred_args))
 
     probe_args = [feats, split + ".emo", "--groups", group_path, "--probe", "linear",
                   "--out", os.path.join(out, "linear_probe.json")]
     commands.append("e2v-probe " + " ".join(probe_args))
-    linear = probe.main(probe.get_parser().parse_args(probe_args))
+    linear = probe_cli.main(probe_cli.get_parser().parse_args(probe_args))
 
     mlp = None
     mlp_path = os.path.join(work, "probe", "pretrained.json")
@@ -186,7 +189,7 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
     args = get_parser().parse_args(argv)
-    result = run_main("demo finetune", lambda a: run(a.work, a.held_out, a.overrides), args, (FinetuneStageError,))
+    result = run_main("demo finetune", lambda a: run(a.work, a.held_out, a.overrides), args)
     print(format_section(result))
 
 

@@ -5,7 +5,7 @@ Reads what ``recipes/demo.sh`` left in WORK: ``probe/{pretrained,random,fbank}.j
 ``WORK/report.md``, ``WORK/probe_scores.png`` and ``WORK/curves.png`` (the pretraining run's
 learning curves, e2v-curves), and prints the table. The verdict line says whether pretraining
 beat the same architecture with random weights by a paired comparison over the same speaker
-folds (demo/paired.py: per-fold differences of the seed-averaged UA, t confidence interval,
+folds (evaluation/paired.py: per-fold differences of the seed-averaged UA, t confidence interval,
 sign test), for raw and per-speaker normalised features (``probe/*.spknorm.json``). The second
 task (pitch contours with matched global statistics, ``probe/contour/``, demo/corpus.py) gets the
 same tables and verdicts, with the corpus builder's measured per-class prosody
@@ -20,6 +20,7 @@ import re
 from typing import Dict, List, Optional
 
 from ..cli import run_main
+from ..evaluation.metrics import METRICS, TITLES
 from . import finetune_stage
 
 FEATURES = {
@@ -27,7 +28,6 @@ FEATURES = {
     "random": "same architecture, random weights",
     "fbank": "log-mel filterbank (80)",
 }
-METRICS = ("WA", "UA", "WF1")
 
 
 def load_probe(path: str) -> Optional[dict]:
@@ -85,8 +85,8 @@ def probe_rows(work: str, variant: str, subdir: str = "probe") -> List[dict]:
 
 
 def paired_verdicts(work: str, variant: str, subdir: str = "probe") -> List[dict]:
-    """Pretrained vs random weights and vs log-mel, paired over the same speaker folds (demo/paired.py)."""
-    from .paired import paired_comparison, verdict
+    """Pretrained vs random weights and vs log-mel, paired over the same speaker folds (evaluation/paired.py)."""
+    from ..evaluation.paired import paired_comparison, verdict
 
     probes = {k: load_probe(os.path.join(work, subdir, f"{k}{variant}.json")) for k in FEATURES}
     out = []
@@ -99,7 +99,7 @@ def paired_verdicts(work: str, variant: str, subdir: str = "probe") -> List[dict
 
 def learning_curve(work: str) -> Optional[dict]:
     """The pretraining run's curves (e2v-curves): WORK/curves.png and the probe UA series."""
-    from ..downstream import curves
+    from ..evaluation import curves
 
     run = os.path.join(work, "pretrain")
     data = curves.build_curves(run)
@@ -115,7 +115,7 @@ def learning_curve(work: str) -> Optional[dict]:
 def task_results(work: str, subdir: str = "probe") -> dict:
     """One labelled task's probe tables (raw and per-speaker normalised) and paired verdicts; the
     headline verdict is pretrained vs random weights on raw features."""
-    from .paired import aim
+    from ..evaluation.paired import aim
 
     paired = {variant.lstrip(".") or "raw": paired_verdicts(work, variant, subdir) for variant in VARIANTS}
     raw_random = [p for p in paired["raw"] if p["b"] == "random"]
@@ -142,9 +142,9 @@ def f0_shape_probe(work: str) -> Optional[dict]:
     the audio at all, for features that follow the pitch. None when the corpus has no measurements."""
     import numpy as np
 
+    from ..data.label_files import read_column_file
     from ..data.manifest import read_manifest
-    from ..downstream.linear_probe import linear_probe_cv
-    from ..downstream.probe import read_column_file
+    from ..evaluation.linear_probe import linear_probe_cv
     from .corpus import CONTOUR_PROSODY
 
     path, labels = os.path.join(work, "corpus", CONTOUR_PROSODY), os.path.join(work, "labels", "contour")
@@ -240,7 +240,7 @@ def corpus_note(report: dict) -> str:
 
 
 def format_table(report: dict, key: str = "rows") -> str:
-    lines = ["| features | WA | UA | WF1 |", "|---|---|---|---|"]
+    lines = ["| features | " + " | ".join(TITLES[m] for m in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for r in report[key]:
         cells = [f"{100 * r[m]:.1f} ± {100 * r[m + '_std']:.1f}" for m in METRICS]
         lines.append(f"| {r['description']} | " + " | ".join(cells) + " |")
@@ -275,7 +275,7 @@ def plot_scores(report: dict, path: str) -> None:
     for i, r in enumerate(rows):
         ax.bar(x + i * width, [100 * r[m] for m in METRICS], width, yerr=[100 * r[m + "_std"] for m in METRICS],
                label=r["description"], capsize=3)
-    ax.set_xticks(x + width * (len(rows) - 1) / 2, METRICS)
+    ax.set_xticks(x + width * (len(rows) - 1) / 2, [TITLES[m] for m in METRICS])
     ax.set_ylabel("% (mean ± std over speaker folds)")
     ax.set_title("Leave-one-speaker-out probe on the demo corpus")
     ax.legend(fontsize=7, loc="lower right")

@@ -1,7 +1,7 @@
 """Run fairseq-hydra-train as N CPU processes with gloo, through fairseq's own DDP code path.
 
 fairseq's distributed launch assumes CUDA. Launched by ``torchrun``, this shim patches the four
-places that need a GPU (DESIGN §7) and then calls ``fairseq_cli.hydra_train.cli_main``
+places that need a GPU (docs/design.md §7) and then calls ``fairseq_cli.hydra_train.cli_main``
 unchanged, so the run goes through ``distributed_utils.call_main`` -> ``distributed_init`` ->
 ``DistributedFairseqModel`` (torch DDP, ``ddp_backend=pytorch_ddp``) exactly as on GPUs:
 

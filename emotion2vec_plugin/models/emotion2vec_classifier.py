@@ -27,7 +27,8 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II
 
-from ..downstream.classifier_io import init_encoder_weights
+from ..checkpoint.init_from import init_state, resolve_encoder_shape
+from ..formats.init_source import read_init_source
 from ..modules.classifier import Emotion2vecClassifierNet
 from ..modules.config import EncoderConfig, encoder_config_from, parse_conv_layers
 from ..modules.feature_extractor import frames_for_samples
@@ -37,13 +38,38 @@ from .emotion2vec_model import mask_seed, tag_no_decay_parameters
 logger = logging.getLogger(__name__)
 
 
+def shape_from_init(name: str) -> Any:
+    """An encoder shape field of :class:`EncoderConfig` (its help) with default None: filled from
+    ``model.init_from`` when the model is built (checkpoint/init_from.py), so that a recipe gives only
+    fine-tuning settings and an explicit value can be told from a default."""
+    base_help = EncoderConfig.__dataclass_fields__[name].metadata["help"]
+    return field(default=None, metadata={
+        "help": f"{base_help}; default: from model.init_from (the base model's value when init_from is null)"})
+
+
 @dataclass
 class Emotion2vecClassifierConfig(FairseqDataclass, EncoderConfig):
+    """The encoder's settings (no decoder: fine-tuning has none) and the fine-tuning settings. The
+    encoder's shape defaults to that of ``model.init_from``; dropouts and LayerDrop are fine-tuning
+    settings with their own defaults."""
+
+    conv_feature_layers: Optional[str] = shape_from_init("conv_feature_layers")
+    embed_dim: Optional[int] = shape_from_init("embed_dim")
+    num_heads: Optional[int] = shape_from_init("num_heads")
+    mlp_ratio: Optional[float] = shape_from_init("mlp_ratio")
+    prenet_depth: Optional[int] = shape_from_init("prenet_depth")
+    depth: Optional[int] = shape_from_init("depth")
+    conv_pos_depth: Optional[int] = shape_from_init("conv_pos_depth")
+    conv_pos_width: Optional[int] = shape_from_init("conv_pos_width")
+    conv_pos_groups: Optional[int] = shape_from_init("conv_pos_groups")
+    num_utterance_tokens: Optional[int] = shape_from_init("num_utterance_tokens")
+    norm_eps: Optional[float] = shape_from_init("norm_eps")
     init_from: Optional[str] = field(
         default=None,
         metadata={"help": "pretrained encoder: one of our checkpoints (checkpoint_last.pt of emotion2vec "
                           "pretraining), a released emotion2vec or data2vec 2.0 audio checkpoint, or an e2v-export "
-                          "folder; the model.* architecture fields must match it. null = random init"},
+                          "folder; the encoder shape (model.* fields left unset) is read from it. null = random "
+                          "init"},
     )
     trust_checkpoint: bool = field(
         default=False,
@@ -95,12 +121,16 @@ class Emotion2vecClassifierModel(Emotion2vecClassifierNet, BaseFairseqModel):
 
     def __init__(self, cfg: Emotion2vecClassifierConfig, num_classes: int):
         validate_classifier_config(cfg)
+        # model.init_from is read once: it fixes the encoder shape (unset model.* fields) and the weights
+        source = read_init_source(cfg.init_from, cfg.trust_checkpoint) if cfg.init_from else None
+        resolve_encoder_shape(cfg, source)
         super().__init__(encoder_config_from(cfg), num_classes, cfg.head_dropout, cfg.feature_grad_mult)
         self.cfg = cfg
         self.num_updates = 0
         self.conv_layers = parse_conv_layers(cfg.conv_feature_layers)
-        if cfg.init_from:
-            init_encoder_weights(cfg.init_from, self, cfg.trust_checkpoint)
+        if source is not None:
+            self.load_state_dict(init_state(self, source, "; set the model.* architecture fields to the checkpoint's"),
+                                 strict=True)
         tag_no_decay_parameters(self)
         if cfg.layer_decay < 1.0:
             params = dict(self.named_parameters())

@@ -6,7 +6,7 @@ returns a dict with
 * ``frame_pred`` / ``frame_target``  [N_masked, D]: student decoder output and teacher target Y_T
   on the masked frames of all ``clone_batch`` copies;
 * ``utt_pred`` / ``utt_target``  [B * clone_batch, D]: Ū_S (per ``utterance_mode``) and Ȳ_T (per
-  ``utterance_target``: by default the time mean of Y_T, zero up to rounding, DESIGN §8),
+  ``utterance_target``: by default the time mean of Y_T, zero up to rounding, docs/design.md §8),
   repeated to the clones;
 * ``sample_size``: N_masked; ``stats``: detached scalars to log (target_var, pred_var, ema_decay,
   mask_frac, utt_target_norm).
@@ -24,8 +24,8 @@ from omegaconf import II
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 
-from ..checkpoint.convert import load_student_weights
-from ..modules.config import EncoderConfig, encoder_config_from
+from ..checkpoint.init_from import init_state, read_init_file
+from ..modules.config import StudentConfig, student_config_from
 from ..modules.ema import EMATeacher, ema_decay_at, teacher_keys
 from ..modules.encoder import Emotion2vecEncoder
 from ..modules.losses import UTTERANCE_MODES, feature_std, utterance_prediction
@@ -39,7 +39,10 @@ UTTERANCE_TARGET_CHOICES = ChoiceEnum(list(UTTERANCE_TARGETS))
 
 
 @dataclass
-class Emotion2vecConfig(FairseqDataclass, EncoderConfig):
+class Emotion2vecConfig(FairseqDataclass, StudentConfig):
+    """The student's encoder and decoder settings (flat ``model.*`` fields, the names and order of
+    released-compatible checkpoints) plus the self-distillation settings."""
+
     utterance_mode: UTTERANCE_MODE_CHOICES = field(
         default="chunk",
         metadata={
@@ -60,7 +63,7 @@ class Emotion2vecConfig(FairseqDataclass, EncoderConfig):
     utterance_target: UTTERANCE_TARGET_CHOICES = field(
         default="instance_norm",
         metadata={
-            "help": "utterance target Ȳ_T (DESIGN §8): instance_norm = time mean of the frame targets, as released "
+            "help": "utterance target Ȳ_T (docs/design.md §8): instance_norm = time mean of the frame targets, as released "
             "and in data2vec 2.0, which is zero up to rounding because each target layer is instance-normalised "
             "over time (the utterance loss then only shrinks the tokens); layer_norm = time mean of the top-K FFN "
             "outputs layer-normalised per frame over channels (row norm <= sqrt(D)); raw = time mean of the top-K "
@@ -143,7 +146,7 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
     module tree (so the optimizer, DDP and fp16/bf16 casts never touch it)."""
 
     def __init__(self, cfg: Emotion2vecConfig):
-        super().__init__(encoder_config_from(cfg))
+        super().__init__(student_config_from(cfg))
         validate_training_config(cfg, self.num_layers)
         self.cfg = cfg
         self.num_updates = 0
@@ -156,7 +159,7 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
             compile_blocks(self)
             compile_blocks(self.teacher.module)
         if cfg.init_from:
-            self.load_state_dict(load_student_weights(cfg.init_from, self, cfg.trust_checkpoint), strict=True)
+            self.load_state_dict(init_state(self, read_init_file(cfg.init_from, cfg.trust_checkpoint)), strict=True)
 
     @classmethod
     def build_model(cls, cfg: Emotion2vecConfig, task=None) -> "Emotion2vecModel":
@@ -290,7 +293,7 @@ class Emotion2vecModel(Emotion2vecEncoder, BaseFairseqModel):
             "pred_var": feature_std(out["frame_pred"].detach()),
             "ema_decay": self.ema_decay(),
             "mask_frac": mask_info.num_masked / masked.numel(),
-            # mean L2 norm of Ȳ_T rows: ~0 with the released instance_norm target (DESIGN §8)
+            # mean L2 norm of Ȳ_T rows: ~0 with the released instance_norm target (docs/design.md §8)
             "utt_target_norm": utt_y.detach().norm(dim=-1).mean(),
         }
         self.check_collapse(stats)

@@ -2,7 +2,7 @@
 
 The encoder keeps the released parameter names (no decoder, no teacher) and the head is FunASR's
 ``proj = Linear(embed_dim, num_classes)`` applied to the mean of the last block's frames
-(DESIGN §9), so the state dict of this module *is* the FunASR ``model.pt`` of a classifier::
+(docs/design.md §9), so the state dict of this module *is* the FunASR ``model.pt`` of a classifier::
 
     waveform [B, S] -> CNN + projection [B, T, D] -> (fine-tuning masks) -> positional conv,
     utterance tokens, blocks [B, N_u + T, D] -> drop tokens -> masked mean [B, D]

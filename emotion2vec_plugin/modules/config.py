@@ -1,14 +1,22 @@
-"""Architecture settings of the emotion2vec student, as a plain dataclass.
+"""Architecture settings of the emotion2vec network, as plain dataclasses.
 
-The fairseq model config (``models/emotion2vec_model.py``) inherits these fields, so the same
-names are used in hydra yaml, in checkpoints (``cfg.model``) and in exported plain configs that
-are loaded without fairseq. Defaults are the released emotion2vec base model (DESIGN §2); the
-released ``config.yaml`` names are given in the help where ours differ.
+* :class:`EncoderConfig`: the encoder (CNN, projection, positional convs, utterance tokens, prenet
+  and main blocks) that inference, feature extraction and the classifier build;
+* :class:`DecoderConfig`: the conv decoder and its noise tokens, used only by pretraining;
+* :class:`StudentConfig`: both, as flat fields in this order: the pretraining student, and the
+  architecture record of the released formats (checkpoint ``cfg.model``, FunASR ``model_conf``,
+  the plugin export's ``config.json``), which always carry the decoder settings.
+
+The fairseq model configs inherit these fields (``models/emotion2vec_model.py``: StudentConfig;
+``models/emotion2vec_classifier.py``: EncoderConfig), so the same names are used in hydra yaml
+(``model.decoder_dim=...``), in checkpoints and in exported plain configs loaded without fairseq.
+Defaults are the released emotion2vec base model (docs/design.md §2); the released ``config.yaml`` names
+are given in the help where ours differ.
 """
 
 import ast
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, Type, TypeVar
 
 
 @dataclass
@@ -53,6 +61,12 @@ class EncoderConfig:
         metadata={"help": "LayerNorm epsilon of the Transformer blocks and the prenet norm (data2vec 2.0's "
                           "norm_eps); the CNN, projection, positional-conv and decoder norms use 1e-5 as there"},
     )
+
+
+@dataclass
+class DecoderConfig:
+    """The conv decoder of pretraining (data2vec 2.0 ``Decoder1d``) and its noise tokens."""
+
     decoder_dim: int = field(default=384, metadata={"help": "conv decoder width (training only)"})
     decoder_kernel: int = field(default=7, metadata={"help": "conv decoder kernel"})
     decoder_layers: int = field(default=4, metadata={"help": "conv decoder layers"})
@@ -63,19 +77,36 @@ class EncoderConfig:
     )
 
 
-def encoder_field_names() -> List[str]:
-    return [f.name for f in fields(EncoderConfig)]
+@dataclass
+class StudentConfig(DecoderConfig, EncoderConfig):
+    """Encoder and decoder settings as one flat record (EncoderConfig's fields first): the
+    pretraining student and the architecture record of the released formats."""
+
+
+C = TypeVar("C", EncoderConfig, StudentConfig)
+
+
+def config_from(cls: Type[C], cfg: Any) -> C:
+    """``cls`` built from the fields of any config object or dict that it has; other keys are
+    ignored and absent or None ones keep ``cls``'s defaults."""
+    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    values: Dict[str, Any] = {}
+    for f in fields(cls):
+        v = get(f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return cls(**values)
 
 
 def encoder_config_from(cfg: Any) -> EncoderConfig:
-    """The architecture part of any config object or dict that has the EncoderConfig fields."""
-    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
-    values: Dict[str, Any] = {}
-    for name in encoder_field_names():
-        v = get(name, None)
-        if v is not None:
-            values[name] = v
-    return EncoderConfig(**values)
+    """The encoder part of any config object or dict (a checkpoint's ``cfg.model``, a fairseq model config)."""
+    return config_from(EncoderConfig, cfg)
+
+
+def student_config_from(cfg: Any) -> StudentConfig:
+    """Encoder and decoder settings of any config object or dict; DecoderConfig's defaults where it
+    has none (a classifier's config)."""
+    return config_from(StudentConfig, cfg)
 
 
 def parse_conv_layers(spec: str) -> List[Tuple[int, int, int]]:
@@ -110,13 +141,16 @@ def _eval_layers(node: ast.AST) -> list:
 
 
 def validate_encoder_config(cfg: EncoderConfig) -> None:
-    """Cross-field checks, once, at build time (raises ValueError showing the values)."""
+    """Cross-field checks, once, at build time (raises ValueError showing the values); the decoder's
+    too when ``cfg`` has them (a StudentConfig)."""
+    decoder = isinstance(cfg, DecoderConfig)
     parse_conv_layers(cfg.conv_feature_layers)
     if cfg.embed_dim % cfg.num_heads != 0:
         raise ValueError(f"embed_dim={cfg.embed_dim} must be divisible by num_heads={cfg.num_heads}")
     if cfg.embed_dim % cfg.conv_pos_groups != 0:
         raise ValueError(f"embed_dim={cfg.embed_dim} must be divisible by conv_pos_groups={cfg.conv_pos_groups}")
-    if cfg.decoder_layers > 0 and (cfg.embed_dim % cfg.decoder_groups or cfg.decoder_dim % cfg.decoder_groups):
+    if decoder and cfg.decoder_layers > 0 and (
+            cfg.embed_dim % cfg.decoder_groups or cfg.decoder_dim % cfg.decoder_groups):
         raise ValueError(
             f"embed_dim={cfg.embed_dim} and decoder_dim={cfg.decoder_dim} must be divisible by "
             f"decoder_groups={cfg.decoder_groups}"
@@ -126,7 +160,7 @@ def validate_encoder_config(cfg: EncoderConfig) -> None:
     if cfg.num_utterance_tokens < 0:
         raise ValueError(f"num_utterance_tokens={cfg.num_utterance_tokens} must be >= 0")
     for name in ("encoder_dropout", "attention_dropout", "activation_dropout", "post_mlp_drop",
-                 "prenet_dropout", "layerdrop", "prenet_layerdrop", "decoder_input_dropout"):
+                 "prenet_dropout", "layerdrop", "prenet_layerdrop") + (("decoder_input_dropout",) if decoder else ()):
         v = getattr(cfg, name)
         if not 0.0 <= v < 1.0:
             raise ValueError(f"{name}={v} must be in [0, 1)")

@@ -1,4 +1,4 @@
-"""EMA teacher (DESIGN §3): θ_T <- τ θ_T + (1 - τ) θ_S, τ annealed linearly, kept in fp32."""
+"""EMA teacher (docs/design.md §3): θ_T <- τ θ_T + (1 - τ) θ_S, τ annealed linearly, kept in fp32."""
 
 from typing import Dict, Iterable, Tuple
 

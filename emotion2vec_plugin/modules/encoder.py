@@ -1,12 +1,12 @@
 """The emotion2vec network (student; the teacher is the same class without CNN and decoder).
 
-Parameter names follow the released emotion2vec / data2vec 2.0 layout (DESIGN §5)::
+Parameter names follow the released emotion2vec / data2vec 2.0 layout (docs/design.md §5)::
 
     modality_encoders.AUDIO.{local_encoder, project_features, relative_positional_encoder,
                              context_encoder, extra_tokens, alibi_scale, decoder}
     blocks.{0..depth-1}
 
-Forward pieces (DESIGN §2), each a method so the model's training forward stays short:
+Forward pieces (docs/design.md §2), each a method so the model's training forward stays short:
 
 * :meth:`local_features`  waveform [B, S] -> CNN + projection [B, T, D] (shared with the teacher)
 * :meth:`contextualize`   zero masked frames, positional conv, keep unmasked frames, prepend
@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import EncoderConfig, parse_conv_layers, validate_encoder_config
+from .config import DecoderConfig, EncoderConfig, parse_conv_layers, validate_encoder_config
 from .dropout import dropout
 from .feature_extractor import ConvFeatureExtractor
 from .layers import apply_conv_norm_gelu, conv_norm_gelu
@@ -78,7 +78,8 @@ class ConvDecoder(nn.Module):
 
 
 class AudioFrontend(nn.Module):
-    """``modality_encoders.AUDIO``: everything of the student except the 8 main blocks."""
+    """``modality_encoders.AUDIO``: everything of the student except the 8 main blocks (the decoder
+    only with ``with_decoder`` and a config that has its settings, a StudentConfig)."""
 
     def __init__(self, cfg: EncoderConfig, with_local_encoder: bool = True, with_decoder: bool = True):
         super().__init__()
@@ -112,7 +113,7 @@ class AudioFrontend(nn.Module):
         self.register_buffer("alibi_slopes", torch.tensor(alibi_slopes(cfg.num_heads)), persistent=False)
         self.decoder = (
             ConvDecoder(D, cfg.decoder_dim, cfg.decoder_kernel, cfg.decoder_layers, cfg.decoder_groups, fixed)
-            if with_decoder and cfg.decoder_layers > 0
+            if with_decoder and isinstance(cfg, DecoderConfig) and cfg.decoder_layers > 0
             else None
         )
 
@@ -123,7 +124,9 @@ def make_block(cfg: EncoderConfig) -> PostLNBlock:
 
 
 class Emotion2vecEncoder(nn.Module):
-    """The student network in plain torch (also the fairseq model's base class)."""
+    """The student network in plain torch (also the fairseq model's base class). With an
+    :class:`EncoderConfig` it has no decoder; a :class:`~.config.StudentConfig` adds it (pretraining,
+    and the released layout of exports)."""
 
     def __init__(self, cfg: EncoderConfig, with_local_encoder: bool = True, with_decoder: bool = True):
         super().__init__()

@@ -1,7 +1,7 @@
 """Small building blocks shared by the CNN, positional encoder and decoder.
 
 Index positions inside the ``nn.Sequential`` containers are part of the released state-dict
-layout (DESIGN §5), e.g. ``conv_layers.3.2.1.weight`` is the LayerNorm of CNN layer 3, so the
+layout (docs/design.md §5), e.g. ``conv_layers.3.2.1.weight`` is the LayerNorm of CNN layer 3, so the
 containers below keep parameter-free modules at the same positions as data2vec 2.0.
 """
 
@@ -18,7 +18,7 @@ class TransposeLast(nn.Module):
 
 
 class Fp32LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in fp32 whatever the input dtype (the CNN's norms, DESIGN §2)."""
+    """LayerNorm computed in fp32 whatever the input dtype (the CNN's norms, docs/design.md §2)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.layer_norm(

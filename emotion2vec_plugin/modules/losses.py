@@ -1,4 +1,4 @@
-"""emotion2vec losses (paper eqs. 3-11, DESIGN §3) on plain tensors.
+"""emotion2vec losses (paper eqs. 3-11, docs/design.md §3) on plain tensors.
 
 Both terms are a squared error summed over the D feature dimensions and multiplied by a
 per-element scale; what differs between the two reductions is the scale and how rows add up:
@@ -6,7 +6,7 @@ per-element scale; what differs between the two reductions is the scale and how 
 * ``data2vec`` (reproduces fairseq data2vec 2.0 / the released training): scale 1/sqrt(D);
   the frame term is the mean over masked frames of the per-frame sum, the utterance term the
   **sum** over utterances x clones of the per-utterance sum. At initialisation the utterance term
-  is then ~35x the frame term for the base batch (DESIGN §3), which is what "alpha = 1" meant there.
+  is then ~35x the frame term for the base batch (docs/design.md §3), which is what "alpha = 1" meant there.
 * ``mean`` (the paper's plain mean squared errors): scale 1/D and the utterance term is a mean
   over utterances; both terms are then ordinary MSEs.
 

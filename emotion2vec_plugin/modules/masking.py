@@ -1,4 +1,4 @@
-"""Span masks with an equal number of masked frames per row (data2vec 2.0, DESIGN §2 step 4).
+"""Span masks with an equal number of masked frames per row (data2vec 2.0, docs/design.md §2 step 4).
 
 Every row masks exactly ``int(T * mask_prob)`` frames, so the unmasked frames of a batch gather
 into a rectangle [B, T - int(T * mask_prob), D] that the student encodes without padding.

@@ -1,4 +1,4 @@
-"""Teacher targets (DESIGN §2, §8): frame targets Y_T and the utterance target Ȳ_T.
+"""Teacher targets (docs/design.md §2, §8): frame targets Y_T and the utterance target Ȳ_T.
 
 Y_T averages the top-K FFN outputs of the teacher, each instance-normalised over time per
 channel (data2vec 2.0, ``instance_norm_target_layer=true`` as released). Its time mean, the

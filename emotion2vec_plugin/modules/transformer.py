@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .dropout import Dropout, dropout, fast_path
+from ..kernels.cpu_dropout import fast_path
+from .dropout import Dropout, dropout
 
 
 def alibi_slopes(num_heads: int) -> List[float]:
@@ -78,7 +79,8 @@ class AltAttention(nn.Module):
     probabilities) or ``eager`` (``softmax(q k^T / sqrt(d) + mask) v`` written out, softmax in fp32,
     as data2vec 2.0), the reference the benchmark and tests compare against. Same math either way.
     CPU training with attention dropout takes the written-out path whatever ``impl`` says, when
-    :func:`.dropout.fast_path` holds: the same draws as SDPA's dropout, 9x faster to make.
+    ``kernels/cpu_dropout.py``'s :func:`fast_path` holds: the same draws as SDPA's dropout, 9x faster
+    to make.
     """
 
     impl = "sdpa"

@@ -5,9 +5,9 @@ validation subset (``dataset.valid_subset``). The label set is read from the tra
 start, in a stable order (sorted, or ``task.labels``), stored in every checkpoint
 (``task_state["labels"]``) and written to ``<checkpoint.save_dir>/labels.txt``.
 
-The training guards of pretraining (non-finite loss skipped on every rank, batches of bad
-files, repair of a truncated ``checkpoint_last.pt``) are inherited from
-:class:`~emotion2vec_plugin.tasks.emotion2vec_pretraining.Emotion2vecPretrainingTask`.
+The training guards shared with pretraining (non-finite loss skipped on every rank, batches of
+bad files, repair of a truncated ``checkpoint_last.pt``) come from
+:class:`~emotion2vec_plugin.tasks.base.Emotion2vecTaskBase`.
 """
 
 import logging
@@ -19,15 +19,16 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch.distributed as dist
 from fairseq.data import ResamplingDataset
-from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import register_task
-from omegaconf import II, MISSING
+from omegaconf import MISSING
 
 from ..data.labelled_dataset import Emotion2vecLabelledDataset
-from ..data.labelled_split import LabelledDataError, label_ids, label_set, read_labelled_split, write_label_file
-from ..data.manifest import ManifestError, first_missing_files
+from ..data.label_files import write_label_file
+from ..data.labelled_split import LabelledDataError, label_ids, label_set, read_labelled_split
+from ..formats.init_source import encoder_shape_from_init
 from ..modules.config import parse_conv_layers
-from .emotion2vec_pretraining import Emotion2vecPretrainingTask
+from .base import Emotion2vecTaskBase, Emotion2vecTaskConfig
+from .startup_checks import check_audio_files, check_crops, report_input_errors
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ LABEL_FILE = "labels.txt"
 
 
 @dataclass
-class Emotion2vecClassificationConfig(FairseqDataclass):
+class Emotion2vecClassificationConfig(Emotion2vecTaskConfig):
     data: str = field(
         default=MISSING,
         metadata={"help": "folder with e2v-labels output: <subset>.tsv and <subset>.emo (one label per line, same "
@@ -46,29 +47,16 @@ class Emotion2vecClassificationConfig(FairseqDataclass):
         metadata={"help": "comma-separated class names in the head's order (e.g. to match another model); default: "
                           "the training labels, sorted. Every class needs at least one training utterance"},
     )
-    sample_rate: int = field(default=16000, metadata={"help": "audio sample rate in Hz; other rates are an error"})
-    normalize: bool = field(default=True, metadata={"help": "zero mean / unit variance per utterance (as the pretrained model)"})
-    max_sample_size: Optional[int] = field(
-        default=320000,
-        metadata={"help": "training crop cap in samples (320000 = 20 s; longer utterances are cropped at a random "
-                          "offset); evaluation always uses whole utterances"},
-    )
     min_sample_size: int = field(default=0, metadata={"help": "shorter utterances are left out (samples)"})
-    check_files: bool = field(default=True, metadata={"help": "check at start that every listed file exists"})
     class_balanced_sampling: bool = field(
         default=False,
         metadata={"help": "draw training utterances with probability 1 / (size of their class), with replacement, so "
                           "every class is equally frequent in each epoch (alternative: criterion.class_weights)"},
     )
-    conv_feature_layers: str = II("model.conv_feature_layers")
-    seed: int = II("common.seed")
-    train_subset: str = II("dataset.train_subset")
-    save_dir: str = II("checkpoint.save_dir")
-    restore_file: str = II("checkpoint.restore_file")
 
 
 @register_task("emotion2vec_classification", dataclass=Emotion2vecClassificationConfig)
-class Emotion2vecClassificationTask(Emotion2vecPretrainingTask):
+class Emotion2vecClassificationTask(Emotion2vecTaskBase):
     """Attributes: ``labels`` (class names, index = class id) and ``label_counts`` (training
     utterances per class as listed in the training ``.emo``, for class weights)."""
 
@@ -105,6 +93,20 @@ class Emotion2vecClassificationTask(Emotion2vecPretrainingTask):
             write_label_file(task.labels, os.path.join(save_dir, LABEL_FILE))
         return task
 
+    def build_model(self, cfg, from_checkpoint=False):
+        """The classifier. Encoder shape fields that ``cfg`` (the trainer's ``cfg.model``) leaves unset
+        are filled from ``model.init_from`` first, in ``cfg`` itself, so every checkpoint carries the
+        whole shape. The task's CNN spec (``${model.conv_feature_layers}``) follows; the crop check
+        that needs it, skipped at start while it was null, runs here."""
+        with report_input_errors():  # a bad model.init_from is one line under hydra (startup_checks.py)
+            deferred = self.cfg.get("conv_feature_layers") is None
+            encoder_shape_from_init(cfg)
+            if self.cfg.get("conv_feature_layers") is None:  # a task config without the interpolation
+                self.cfg.conv_feature_layers = cfg.conv_feature_layers
+            if deferred:
+                check_crops(self.cfg.conv_feature_layers, self.cfg.max_sample_size, self.cfg.min_sample_size)
+        return super().build_model(cfg, from_checkpoint)
+
     # the label set travels in every checkpoint (fairseq saves task.state_dict() as task_state)
     def state_dict(self) -> Dict[str, Any]:
         return {"labels": list(self.labels or [])}
@@ -125,11 +127,7 @@ class Emotion2vecClassificationTask(Emotion2vecPretrainingTask):
         labelled = read_labelled_split(str(cfg.data), split)
         targets = label_ids(labelled, self.labels, self.train_label_path or "the checkpoint's label set")
         if cfg.check_files:
-            missing = first_missing_files(labelled.manifest)
-            if missing:
-                raise ManifestError(
-                    f"{labelled.manifest.path}: audio files are missing (first {len(missing)} shown):\n  "
-                    + "\n  ".join(missing) + "\nfix the root on line 1 or rebuild the manifests with e2v-labels")
+            check_audio_files(labelled.manifest, "the manifests with e2v-labels")
         dataset = Emotion2vecLabelledDataset(
             labelled.manifest, targets, crop=training, max_sample_size=cfg.max_sample_size,
             sample_rate=cfg.sample_rate, min_sample_size=cfg.min_sample_size, normalize=cfg.normalize,

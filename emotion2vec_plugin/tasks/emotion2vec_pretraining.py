@@ -2,29 +2,25 @@
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
-import torch
-import torch.distributed as dist
 from fairseq.data import ConcatDataset
-from fairseq.dataclass import FairseqDataclass
-from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks import register_task
 from omegaconf import II, MISSING
 
-from ..checkpoint.repair import repair_last_checkpoint
 from ..data.audio_dataset import Emotion2vecAudioDataset
 from ..data.corpus_mix import WeightedCorpusMix
-from ..data.manifest import ManifestError, first_missing_files, read_manifest
+from ..data.manifest import ManifestError, read_manifest
 from ..modules.config import parse_conv_layers
-from .startup_checks import checked_load_dataset, report_input_errors, run_startup_checks
+from .base import Emotion2vecTaskBase, Emotion2vecTaskConfig
+from .startup_checks import check_audio_files, checked_load_dataset
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Emotion2vecPretrainingConfig(FairseqDataclass):
+class Emotion2vecPretrainingConfig(Emotion2vecTaskConfig):
     data: str = field(
         default=MISSING,
         metadata={"help": "folder holding <subset>.tsv manifests (e2v-manifest output); several folders "
@@ -37,11 +33,7 @@ class Emotion2vecPretrainingConfig(FairseqDataclass):
                           "training subset: each epoch draws that share of utterances from each corpus (with "
                           "replacement); default: plain concatenation (weights proportional to corpus sizes)"},
     )
-    sample_rate: int = field(default=16000, metadata={"help": "audio sample rate in Hz; other rates are an error"})
-    normalize: bool = field(default=True, metadata={"help": "zero mean / unit variance per utterance (released model: true)"})
-    max_sample_size: Optional[int] = field(default=320000, metadata={"help": "crop cap in samples (320000 = 20 s)"})
     min_sample_size: int = field(default=32000, metadata={"help": "shorter utterances are left out (32000 = 2 s)"})
-    check_files: bool = field(default=True, metadata={"help": "check at start that every listed file exists"})
     precompute_mask: bool = field(
         default=False, metadata={"help": "compute the student masks in the data loader workers instead of the model"}
     )
@@ -50,13 +42,7 @@ class Emotion2vecPretrainingConfig(FairseqDataclass):
     mask_length: int = II("model.mask_length")
     mask_prob_adjust: float = II("model.mask_prob_adjust")
     clone_batch: int = II("model.clone_batch")
-    conv_feature_layers: str = II("model.conv_feature_layers")
-    seed: int = II("common.seed")
-    train_subset: str = II("dataset.train_subset")
-    # where fairseq resumes from: a truncated checkpoint_last.pt there is repaired at start
-    save_dir: str = II("checkpoint.save_dir")
-    restore_file: str = II("checkpoint.restore_file")
-    # ---- emotion probe during pretraining (downstream/training_probe.py)
+    # ---- emotion probe during pretraining (tasks/training_probe.py)
     probe_data: Optional[str] = field(
         default=None,
         metadata={"help": "folder with labelled manifests from e2v-labels (SPLIT.tsv, SPLIT.emo, optional SPLIT.group): "
@@ -99,22 +85,11 @@ class Emotion2vecPretrainingConfig(FairseqDataclass):
 
 
 @register_task("emotion2vec_pretraining", dataclass=Emotion2vecPretrainingConfig)
-class Emotion2vecPretrainingTask(FairseqTask):
+class Emotion2vecPretrainingTask(Emotion2vecTaskBase):
+    """Setup and training guards: :class:`~emotion2vec_plugin.tasks.base.Emotion2vecTaskBase`.
+    Here: several corpora with sampling weights, and the emotion probe at validations."""
+
     cfg: Emotion2vecPretrainingConfig
-
-    @classmethod
-    def setup_task(cls, cfg: Emotion2vecPretrainingConfig, **kwargs) -> "Emotion2vecPretrainingTask":
-        # runs after distributed init and before fairseq loads checkpoint_last.pt; rank 0 loads it
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        save_dir = cfg.get("save_dir")  # fairseq passes a DictConfig
-        if rank == 0 and save_dir and cfg.get("restore_file") == "checkpoint_last.pt":
-            repair_last_checkpoint(save_dir)
-        run_startup_checks(cfg)  # settings that would die deep inside fairseq (startup_checks.py)
-        return cls(cfg)
-
-    def build_model(self, cfg, from_checkpoint=False):
-        with report_input_errors():  # a bad model.init_from checkpoint is one line (startup_checks.py)
-            return super().build_model(cfg, from_checkpoint)
 
     @checked_load_dataset  # bad manifests as one line; batches must hold the longest crop (startup_checks.py)
     def load_dataset(self, split: str, epoch: int = 1, **kwargs) -> None:
@@ -157,12 +132,7 @@ class Emotion2vecPretrainingTask(FairseqTask):
         cfg = self.cfg
         manifest = read_manifest(path)
         if cfg.check_files:
-            missing = first_missing_files(manifest)
-            if missing:
-                raise ManifestError(
-                    f"{path}: audio files are missing (first {len(missing)} shown):\n  " + "\n  ".join(missing)
-                    + "\nfix the root on line 1 or rebuild the manifest with e2v-manifest"
-                )
+            check_audio_files(manifest, "the manifest with e2v-manifest")
         conv_layers = parse_conv_layers(cfg.conv_feature_layers)
         mask = None
         if cfg.precompute_mask:
@@ -177,74 +147,6 @@ class Emotion2vecPretrainingTask(FairseqTask):
         logger.info("loaded %d utterances from %s", len(dataset), path)
         return dataset
 
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        """fairseq's train_step plus two guards:
-
-        * a non-finite loss is replaced by a zero loss on the parameters (so DDP's gradient
-          all-reduce still runs on every rank) and the update is marked for skipping;
-        * a batch whose files were all bad (the dataset's ``all_bad`` placeholder) runs with a
-          zero loss and only its ``bad_files`` count is logged.
-
-        :meth:`optimizer_step` skips an update with a non-finite loss on any rank, or without a
-        single real utterance on all ranks together."""
-        model.train()
-        model.set_num_updates(update_num)
-        loss, sample_size, logging_output = criterion(model, sample)
-        if sample.get("all_bad"):
-            logging_output = zeroed_logging_output(logging_output, bad_files=sample.get("bad_files", 0))
-            loss, sample_size = loss * 0.0, 0
-        elif not torch.isfinite(loss):
-            logger.warning("non-finite loss %s at update %d: this update will be skipped", loss.item(), update_num + 1)
-            self._skip_update = True
-            loss = sum(p.reshape(-1)[0] for p in model.parameters() if p.requires_grad) * 0.0
-            # same keys as a normal step: fairseq all-reduces the summed stats as one dict per rank
-            logging_output = zeroed_logging_output(logging_output, nonfinite_loss=1)
-            sample_size = 0
-        elif not ignore_grad:
-            self._update_utterances = getattr(self, "_update_utterances", 0) + logging_output.get("nsentences", 1)
-        if ignore_grad:
-            loss = loss * 0
-        optimizer.backward(loss)
-        return loss, sample_size, logging_output
-
-    def valid_step(self, sample, model, criterion):
-        """Evaluation loss; the model draws masks and decoder noise from generators seeded by the
-        utterance ids in eval mode, so a checkpoint gets the same validation loss every time."""
-        model.eval()
-        with torch.no_grad():
-            loss, sample_size, logging_output = criterion(model, sample)
-        if sample.get("all_bad"):
-            return loss * 0.0, 0, zeroed_logging_output(logging_output, bad_files=sample.get("bad_files", 0))
-        return loss, sample_size, logging_output
-
-    def optimizer_step(self, optimizer, model, update_num):
-        """Step, unless a worker saw a non-finite loss in this update, or no worker had a single
-        real utterance (agreed by all-reduce, so every rank skips together). The student is left
-        untouched, hence so is the teacher."""
-        flags = torch.tensor([1.0 if getattr(self, "_skip_update", False) else 0.0,
-                              float(getattr(self, "_update_utterances", 0))],
-                             device=next(model.parameters()).device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(flags)
-        self._skip_update = False
-        self._update_utterances = 0
-        nonfinite, utterances = flags.tolist()
-        if nonfinite > 0 or utterances == 0:
-            reason = (f"non-finite loss on {int(nonfinite)} worker(s)" if nonfinite > 0
-                      else "every file of its batches was bad")
-            logger.warning("skipping update %d: %s", update_num + 1, reason)
-            optimizer.zero_grad()
-            return
-        optimizer.step()
-
-    @property
-    def source_dictionary(self):
-        return None
-
-    @property
-    def target_dictionary(self):
-        return None
-
     # ------------------------------------------------------------------ emotion probe (task.probe_data)
     @property
     def probe(self):
@@ -252,7 +154,7 @@ class Emotion2vecPretrainingTask(FairseqTask):
         if not self.cfg.get("probe_data"):
             return None
         if getattr(self, "_probe", None) is None:
-            from ..downstream.training_probe import ProbeSettings, TrainingProbe
+            from .training_probe import ProbeSettings, TrainingProbe
 
             c = self.cfg
             self._probe = TrainingProbe(ProbeSettings(
@@ -309,10 +211,6 @@ class Emotion2vecPretrainingTask(FairseqTask):
                 stats.setdefault(key, round(value, 4))
         self._probe_pending = None
 
-    def max_positions(self) -> int:
-        # lengths are capped by cropping, not by filtering (fairseq needs an int here)
-        return sys.maxsize
-
 
 def split_data_paths(data: str) -> List[str]:
     """``task.data`` -> folders: separated by ':' as fairseq separates data paths (fairseq's own
@@ -325,12 +223,3 @@ def split_data_paths(data: str) -> List[str]:
     if not folders:
         raise ManifestError(f"task.data={data!r} names no folder")
     return folders
-
-
-def zeroed_logging_output(logging_output: Dict[str, Any], **counts: int) -> Dict[str, Any]:
-    """The criterion's logging output with every value zeroed, but of the same kind (tensor or
-    number), plus ``counts``. fairseq all-reduces the summed stats of all ranks as one dict whose
-    tensors and numbers travel separately: a rank that turned a tensor into an int would send a
-    buffer of another size and gloo/NCCL would abort."""
-    zeroed = {k: torch.zeros_like(v) if torch.is_tensor(v) else 0 for k, v in logging_output.items()}
-    return {**zeroed, **counts}

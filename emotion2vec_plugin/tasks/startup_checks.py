@@ -1,4 +1,4 @@
-"""Checks the ``emotion2vec_pretraining`` task runs before training, and how their errors read.
+"""Checks the emotion2vec tasks (tasks/base.py) run before training, and how their errors read.
 
 Settings that would otherwise die deep inside fairseq after start-up are checked in
 ``setup_task`` (:func:`check_training_config`), against the whole job config:
@@ -46,8 +46,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..checkpoint.convert import CheckpointMismatchError
 from ..checkpoint.safe_load import CheckpointReadError
-from ..cli import describe
-from ..data.manifest import AudioReadError, ManifestError
+from ..errors import Emotion2vecError, describe
+from ..data.manifest import AudioReadError, Manifest, ManifestError, first_missing_files
 from ..modules.config import parse_conv_layers
 from ..modules.feature_extractor import frames_for_samples
 
@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 
 
-class TrainingInputError(ValueError):
+class TrainingInputError(Emotion2vecError, ValueError):
     """A setting that cannot train; the message names the settings, their values and the fix."""
 
 
@@ -149,8 +149,10 @@ def run_startup_checks(task_cfg: Any) -> None:
 
 
 def check_training_config(task_cfg: Any) -> None:
-    """Run the start-up checks of the module docstring; raises :class:`TrainingInputError`."""
-    check_crops(task_cfg.conv_feature_layers, task_cfg.max_sample_size, task_cfg.min_sample_size)
+    """Run the start-up checks of the module docstring; raises :class:`TrainingInputError`. The crop
+    check needs the CNN spec: fine-tuning without model.conv_feature_layers runs it in build_model."""
+    if task_cfg.conv_feature_layers is not None:
+        check_crops(task_cfg.conv_feature_layers, task_cfg.max_sample_size, task_cfg.min_sample_size)
     root = full_config(task_cfg)
     if root is None:
         return
@@ -182,6 +184,15 @@ def check_batches_fit(task_cfg: Any, split: str, dataset: Any) -> None:
             f"{int((crops > max_tokens).sum())} utterance(s) are longer after the crop cap "
             f"task.max_sample_size={task_cfg.max_sample_size}, the longest {int(crops[longest])} samples{where}; "
             f"raise {key.split(' ')[0]} to at least {int(crops[longest])} or lower task.max_sample_size")
+
+
+def check_audio_files(manifest: Manifest, rebuild: str) -> None:
+    """``task.check_files``: the first missing audio files of ``manifest`` as one ManifestError;
+    ``rebuild`` names what rebuilds the manifest (e.g. "the manifest with e2v-manifest")."""
+    missing = first_missing_files(manifest)
+    if missing:
+        raise ManifestError(f"{manifest.path}: audio files are missing (first {len(missing)} shown):\n  "
+                            + "\n  ".join(missing) + f"\nfix the root on line 1 or rebuild {rebuild}")
 
 
 def one_line_errors() -> bool:

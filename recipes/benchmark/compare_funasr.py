@@ -8,9 +8,9 @@
    leaves at trivial values are randomised: LayerNorm weights/biases, the per-head ALiBi scales
    (one head negative, to exercise the clamp) and utterance token 0, so that swapped norms, a
    missing clamp or token mix-ups cannot hide behind 1/0 values.
-2. Its ``state_dict`` is loaded strictly into ``Emotion2vecEncoder(EncoderConfig())``; missing,
+2. Its ``state_dict`` is loaded strictly into ``Emotion2vecEncoder(StudentConfig())``; missing,
    unexpected or mis-shaped keys are listed and the script exits 2. The architecture fields of
-   the template are checked against ``EncoderConfig()`` first.
+   the template are checked against ``StudentConfig()`` first.
 3. Both in eval mode, on synthetic audio of several lengths, normalised the same way for both
    (``F.layer_norm(wav, wav.shape)``, what FunASR's ``inference`` does when ``normalize``):
    outputs of the shared stages (CNN, projection, positional conv, prenet), of every block (its
@@ -23,7 +23,8 @@
    slopes, LayerNorm eps, dropout on, ...) to show the tolerances catch real differences.
 6. ``--throughput``: both one by one on ``--num`` utterances of 2-10 s, audio-seconds/second.
 7. ``--write-fixture PATH``: instead of all the above, FunASR's model in a tiny shape
-   (:func:`fixture_config`) with weights drawn by :func:`fixture_weights` (every parameter off its
+   (``devtools/funasr_fixture.py``, shared with the test: :func:`fixture_config`) with weights drawn
+   by :func:`fixture_weights` (every parameter off its
    plain init: LayerNorms, ALiBi scales with one head negative, utterance token 0) runs in float64 on
    the waveform of :func:`fixture_audio`; its last-layer features are saved (a few KB) for
    ``tests/test_funasr_reference.py``, which rebuilds the same weights and input in our encoder and
@@ -60,16 +61,20 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emotion2vec_plugin.modules import transformer
-from emotion2vec_plugin.downstream.pretrained import encoder_to_released_config
-from emotion2vec_plugin.modules.config import EncoderConfig, parse_conv_layers
-from emotion2vec_plugin.modules.encoder import Emotion2vecEncoder
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's devtools/ (not installed)
+
+from devtools.funasr_fixture import fixture_audio, fixture_config, fixture_weights  # noqa: E402
+from emotion2vec_plugin.modules import transformer  # noqa: E402
+from emotion2vec_plugin.checkpoint.released_config import encoder_to_released_config  # noqa: E402
+from emotion2vec_plugin.modules.config import StudentConfig, parse_conv_layers  # noqa: E402
+from emotion2vec_plugin.modules.encoder import Emotion2vecEncoder  # noqa: E402
 
 SR = 16000
 
@@ -100,11 +105,11 @@ def load_template(path: str = None) -> Tuple[dict, str]:
         with open(path) as f:
             return parse_yaml(f.read())["model_conf"], path
     # no template file at hand: the released model_conf as e2v-export --format funasr writes it
-    return encoder_to_released_config(EncoderConfig(), {}), "e2v-export's released config (DESIGN §5 values)"
+    return encoder_to_released_config(StudentConfig(), {}), "e2v-export's released config (docs/design.md §5 values)"
 
 
-def check_config(conf: dict, cfg: EncoderConfig) -> List[str]:
-    """Architecture fields of FunASR's model_conf vs our EncoderConfig (names differ, values must not)."""
+def check_config(conf: dict, cfg: StudentConfig) -> List[str]:
+    """Architecture fields of FunASR's model_conf vs our StudentConfig (names differ, values must not)."""
     audio = conf["modalities"]["audio"]
     pairs = [
         ("embed_dim", conf["embed_dim"], cfg.embed_dim),
@@ -161,7 +166,7 @@ def build_funasr(conf: dict, seed: int, perturb: bool):
 
 
 def load_into_ours(state: Dict[str, torch.Tensor]) -> Emotion2vecEncoder:
-    ours = Emotion2vecEncoder(EncoderConfig())
+    ours = Emotion2vecEncoder(StudentConfig())
     mine = ours.state_dict()
     missing = sorted(set(mine) - set(state))
     unexpected = sorted(set(state) - set(mine))
@@ -406,53 +411,6 @@ def throughput(funasr_model, ours, args) -> None:
         print(f"  {name:34s} {t:7.2f} s  {seconds / t:7.2f} audio-s/s  ({ref / t:.2f}x FunASR extract_features)")
 
 
-# ------------------------------------------------------------------ fixture for tests/test_funasr_reference.py
-FIXTURE_SAMPLES = 4000  # 0.25 s -> 12 frames
-
-
-def fixture_config() -> EncoderConfig:
-    """recipes/pretrain/arch/tiny.yaml's shape: 1 prenet + 2 main blocks of width 64, 4 heads, 2 tokens."""
-    return EncoderConfig(
-        conv_feature_layers="[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2", embed_dim=64, num_heads=4,
-        mlp_ratio=2.0, prenet_depth=1, depth=2, conv_pos_depth=2, conv_pos_width=10, conv_pos_groups=4,
-        num_utterance_tokens=2, decoder_dim=32, decoder_kernel=3, decoder_layers=2, decoder_groups=4,
-    )
-
-
-def fixture_weights(shapes: Dict[str, Tuple[int, ...]], seed: int) -> Dict[str, np.ndarray]:
-    """float64 weights for every parameter name, from uniform draws of PCG64 keyed by (seed, name):
-    matrices and convs U(+-sqrt(3 / fan_in)), LayerNorm weights U(0.5, 1.5), biases U(+-0.2), ALiBi
-    scales U(0.1, 2) with head 3 at -0.5 (clamped to 0), utterance tokens U(+-1.7) (token 0 too)."""
-    import zlib
-
-    out = {}
-    for name, shape in sorted(shapes.items()):
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        norm = "norm" in name or ".2.1." in name or "project_features.1." in name
-        if name.endswith("alibi_scale"):
-            w = rng.uniform(0.1, 2.0, size=shape)
-            w.reshape(-1)[3] = -0.5
-        elif name.endswith("extra_tokens"):
-            w = rng.uniform(-1.7, 1.7, size=shape)
-        elif norm and name.endswith("weight"):
-            w = rng.uniform(0.5, 1.5, size=shape)
-        elif name.endswith("bias"):
-            w = rng.uniform(-0.2, 0.2, size=shape)
-        else:
-            fan_in = int(np.prod(shape[1:]))
-            w = rng.uniform(-1.0, 1.0, size=shape) * np.sqrt(3.0 / fan_in)
-        out[name] = w
-    return out
-
-
-def fixture_audio(seed: int) -> np.ndarray:
-    """[FIXTURE_SAMPLES] float64: two glides plus uniform noise, normalised like FunASR's inference."""
-    rng = np.random.default_rng([seed, 7])
-    t = np.arange(FIXTURE_SAMPLES) / SR
-    wav = np.sin(2 * np.pi * (120 + 400 * t) * t) + 0.5 * np.sin(2 * np.pi * 310 * t) + rng.uniform(-0.3, 0.3, FIXTURE_SAMPLES)
-    return (wav - wav.mean()) / np.sqrt(wav.var() + 1e-5)
-
-
 def write_fixture(path: str, seed: int) -> int:
     """FunASR's Emotion2vec in fixture_config()'s shape, fp64, on fixture_audio(): save its features."""
     import json
@@ -525,12 +483,12 @@ def main(args) -> int:
         return write_fixture(args.write_fixture, args.seed)
     transformer.AltAttention.impl = args.attn_impl
     conf, source = load_template(args.template)
-    problems = check_config(conf, EncoderConfig())
+    problems = check_config(conf, StudentConfig())
     print(f"FunASR config: {source}")
     if problems:
         print("config differences (ours cannot represent these):\n  " + "\n  ".join(problems))
         return 2
-    print("config: architecture fields of template.yaml equal EncoderConfig() defaults")
+    print("config: architecture fields of template.yaml equal StudentConfig() defaults")
     funasr_model = build_funasr(conf, args.seed, args.perturb)
     ours = load_into_ours(funasr_model.state_dict())
     tol32, tol64 = Tol(args.atol, args.rtol), Tol(args.atol64, 0.0)

@@ -27,9 +27,9 @@ import torch
 import yaml
 
 from emotion2vec_plugin.data.synthetic import synth_utterance
-from emotion2vec_plugin.downstream import export
-from emotion2vec_plugin.downstream.extract import extract_batch, plan_batches
-from emotion2vec_plugin.downstream.pretrained import load_pretrained
+from emotion2vec_plugin.formats import export_cli as export
+from emotion2vec_plugin.formats.load import load_pretrained
+from emotion2vec_plugin.inference.featurizer import extract_batch, plan_batches
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig, Emotion2vecModel
 
 

@@ -25,7 +25,6 @@ optimizer needs CUDA, so on CPU the fp16 section is skipped (the bf16 run does r
 import argparse
 import json
 import math
-import re
 import subprocess
 import sys
 import time
@@ -35,11 +34,11 @@ from typing import Dict, List, Optional
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # the checkout's devtools/ (shared with the tests; not installed)
 
-import train_step_vs_data2vec as bench  # noqa: E402
+import train_step_vs_data2vec as bench  # noqa: E402  (this script's folder, on sys.path when run)
+from devtools.benchmark import sync, train_log_losses  # noqa: E402
 
 # dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, by device name
 BF16_PEAK_TFLOPS = {"H100 SXM": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0,
@@ -86,21 +85,6 @@ def train_step(args, device: torch.device, work: Path) -> Dict[str, object]:
                 row["mfu"] = {k: round(flops / v / peak, 4) for k, v in row["step_s"].items()}
         rows["compile" if compiled else "eager"] = row
     return rows
-
-
-LOSS_LINE = re.compile(r"(\{.*\"loss\".*\})")
-
-
-def train_log_losses(log: str) -> List[float]:
-    """Per-interval training losses from fairseq's json log lines (``train_inner`` and ``train``)."""
-    losses = []
-    for line in log.splitlines():
-        if "train_inner" not in line and "| train |" not in line:
-            continue
-        m = LOSS_LINE.search(line)
-        if m:
-            losses.append(float(json.loads(m.group(1))["loss"]))
-    return losses
 
 
 def hydra_run(args, device: torch.device, work: Path, corpus: Path, name: str, precision: str,
@@ -156,7 +140,7 @@ def hydra_run(args, device: torch.device, work: Path, corpus: Path, name: str, p
 def extract_rtf(args, device: torch.device, work: Path, checkpoint: str, corpus: Path) -> Dict[str, object]:
     """e2v-extract real-time factor, batched vs one by one, on ``corpus/valid.tsv``."""
     from emotion2vec_plugin.data.manifest import read_manifest
-    from emotion2vec_plugin.downstream import extract
+    from emotion2vec_plugin.inference import extract_cli as extract
 
     manifest = corpus / "valid.tsv"
     audio_s = sum(read_manifest(str(manifest)).sizes) / 16000
@@ -166,10 +150,10 @@ def extract_rtf(args, device: torch.device, work: Path, checkpoint: str, corpus:
     for name, bs in (("warmup", 16), ("one_by_one", 1), ("batched", 16)):
         argv = [checkpoint, str(manifest), "--out", str(work / f"extract_{name}"), "--batch-size", str(bs),
                 "--device", str(device), "--dtype", dtype, "--quiet", "--format", "npy"]
-        bench.sync(device)
+        sync(device)
         t0 = time.perf_counter()
         extract.main(extract.get_parser().parse_args(argv))
-        bench.sync(device)
+        sync(device)
         wall = time.perf_counter() - t0
         if name != "warmup":
             out[name] = {"wall_s": round(wall, 3), "rtf": round(wall / audio_s, 5),

@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 
 from emotion2vec_plugin.data.synthetic import synth_utterance
-from emotion2vec_plugin.downstream import export
-from emotion2vec_plugin.downstream.classifier_io import load_classifier
-from emotion2vec_plugin.downstream.predict import AudioItem, predict_items
+from emotion2vec_plugin.formats import export_cli as export
+from emotion2vec_plugin.formats.load import load_classifier
+from emotion2vec_plugin.inference.predict_cli import AudioItem, predict_items
 from emotion2vec_plugin.modules.classifier import Emotion2vecClassifierNet
 from emotion2vec_plugin.modules.config import EncoderConfig
 

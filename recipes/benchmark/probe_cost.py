@@ -28,6 +28,9 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # the checkout's devtools/ (not installed)
+
+from devtools.benchmark import arch_fields, build_model, count_step_flops, train_step  # noqa: E402
 
 
 def _recipe(name: str) -> dict:
@@ -36,20 +39,15 @@ def _recipe(name: str) -> dict:
 
 def base_share(probe_hours: float) -> None:
     """FLOPs and CPU time of a base training step and of a base probe forward, per audio-second."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    sys.path.insert(0, str(REPO / "recipes" / "benchmark"))
-    from train_step import build, step
-
     torch.manual_seed(0)
-    model = build("base", torch.device("cpu"), torch.float32)
+    model = build_model("base", torch.device("cpu"), torch.float32)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     batch, seconds = 2, 4.0
     source = torch.randn(batch, int(seconds * 16000))
     probe_wav = torch.randn(1, int(8.0 * 16000))
 
     def train():
-        step(model, optimizer, source, torch.arange(batch), 1)
+        train_step(model, optimizer, source, torch.arange(batch), 1)
 
     @torch.no_grad()
     def probe():
@@ -60,16 +58,14 @@ def base_share(probe_hours: float) -> None:
     rows = {}
     for name, fn, audio_s in (("train step", train, batch * seconds), ("probe forward", probe, 8.0)):
         fn()  # warm-up
-        counter = FlopCounterMode(display=False)
-        with counter:
-            fn()
+        flops = count_step_flops(fn)
         times = []
         for _ in range(3):
             t0 = time.process_time()
             fn()
             times.append(time.process_time() - t0)
         times.sort()
-        rows[name] = (counter.get_total_flops() / audio_s, times[1] / audio_s)
+        rows[name] = (flops / audio_s, times[1] / audio_s)
         print(f"{name}: {rows[name][0] / 1e9:.1f} GFLOP and {rows[name][1]:.3f} CPU s per audio-second "
               f"({audio_s:g} s of audio, median of 3)")
     flop_ratio = rows["train step"][0] / rows["probe forward"][0]
@@ -103,23 +99,21 @@ def main() -> None:
     if not args.labels:
         p.error("give LABELS_DIR (or --base-share)")
 
-    from emotion2vec_plugin.downstream import training_probe
-    from emotion2vec_plugin.downstream.linear_probe import linear_probe_cv
+    from emotion2vec_plugin.tasks import training_probe
+    from emotion2vec_plugin.evaluation.linear_probe import linear_probe_cv
     from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig, Emotion2vecModel
 
-    fields = yaml.safe_load((REPO / "recipes" / "pretrain" / "arch" / f"{args.arch}.yaml").read_text())["model"]
-    fields.pop("_name", None)
-    model = Emotion2vecModel(Emotion2vecConfig(**fields, seed=1))
+    model = Emotion2vecModel(Emotion2vecConfig(**arch_fields(args.arch), seed=1))
     probe = training_probe.TrainingProbe(training_probe.ProbeSettings(data=args.labels, split=args.split))
     probe.run(model, 0)  # reads and caches the audio, as the first probe of a run does
-    plan = training_probe.plan_length_batches
+    plan = training_probe.plan_batches
     for batch in (1, 16):
-        training_probe.plan_length_batches = lambda lengths, _b, m, batch=batch: plan(lengths, batch, m)
+        training_probe.plan_batches = lambda lengths, todo, _b, m, batch=batch: plan(lengths, todo, batch, m)
         t0 = time.monotonic()
         metrics = probe.run(model, 0)
         print(f"one probe of {len(probe.data)} utterances, arch {args.arch}, batches of {batch}: "
               f"{time.monotonic() - t0:.1f} s (probe_ua {metrics['probe_ua']:.3f})")
-    training_probe.plan_length_batches = plan
+    training_probe.plan_batches = plan
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5531, 768)).astype(np.float32)
     labels = [f"c{v}" for v in rng.integers(0, 4, len(x))]

@@ -14,79 +14,37 @@ on the same machine and inputs.
 
 import argparse
 import statistics
+import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import yaml
 
-from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig, Emotion2vecModel
-from emotion2vec_plugin.modules import transformer
-from emotion2vec_plugin.modules.losses import frame_loss_sum, utterance_loss
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's devtools/ (not installed)
 
-ARCH_DIR = Path(__file__).resolve().parents[1] / "pretrain" / "arch"
-
-
-@contextmanager
-def attention_impl(name: str):
-    """Force one attention kernel for the duration (AltAttention.impl is a class attribute)."""
-    original = transformer.AltAttention.impl
-    transformer.AltAttention.impl = name
-    try:
-        yield
-    finally:
-        transformer.AltAttention.impl = original
-
-
-def build(arch: str, device: torch.device, dtype: torch.dtype) -> Emotion2vecModel:
-    fields = yaml.safe_load((ARCH_DIR / f"{arch}.yaml").read_text())["model"]
-    fields.pop("_name", None)
-    model = Emotion2vecModel(Emotion2vecConfig(**fields, seed=1)).to(device=device, dtype=dtype).train()
-    return model
-
-
-def step(model, optimizer, source, ids, update: int) -> None:
-    model.set_num_updates(update)  # EMA step, as fairseq does before each forward
-    out = model(source, id=ids)
-    n = out["sample_size"]
-    loss = (frame_loss_sum(out["frame_pred"], out["frame_target"], "data2vec")
-            + utterance_loss(out["utt_pred"], out["utt_target"], "data2vec") * n) / n
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from devtools.benchmark import attention_impl, build_model, count_step_flops, sync, train_step  # noqa: E402
 
 
 def measure(arch, attn, args, device, dtype):
     torch.manual_seed(0)
-    model = build(arch, device, dtype)
+    model = build_model(arch, device, dtype)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     S = int(args.seconds * 16000)
     source = torch.randn(args.batch, S, device=device, dtype=dtype)
     ids = torch.arange(args.batch)
     with attention_impl(attn):
         for i in range(args.warmup):
-            step(model, optimizer, source, ids, i + 1)
+            train_step(model, optimizer, source, ids, i + 1)
         flops = None
         if args.count_flops:
-            from torch.utils.flop_counter import FlopCounterMode
-
-            counter = FlopCounterMode(display=False)
-            with counter:
-                step(model, optimizer, source, ids, args.warmup + 1)
-            flops = counter.get_total_flops()
+            flops = count_step_flops(lambda: train_step(model, optimizer, source, ids, args.warmup + 1))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         times = []
         for i in range(args.steps):
             sync(device)
             t0 = time.perf_counter()
-            step(model, optimizer, source, ids, args.warmup + 2 + i)
+            train_step(model, optimizer, source, ids, args.warmup + 2 + i)
             sync(device)
             times.append(time.perf_counter() - t0)
     t = statistics.median(times)

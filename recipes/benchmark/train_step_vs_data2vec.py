@@ -1,7 +1,7 @@
 """One training step of ours against fairseq's own data2vec 2.0, interleaved in one process.
 
 fairseq's ``examples/data2vec`` (shipped inside the installed wheel) is copied to a temp dir and
-patched to import on Python 3.11 by ``tests/reference_data2vec.py`` (the same helper the reference
+patched to import on Python 3.11 by ``devtools/reference_data2vec.py`` (the same helper the reference
 tests use; the plugin never imports it). Both models get the same weights (ours loaded strictly into
 ``Data2VecMultiModel``), the same batches and the same precomputed masks, the same optimizer (torch
 AdamW) and both do their own EMA step before each forward, as in fairseq training. A step is
@@ -25,19 +25,17 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # for tests.reference_data2vec (one copy, shared with the tests)
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # the checkout's devtools/ (shared with the tests; not installed)
 
+from devtools.benchmark import arch_fields, count_step_flops, timed  # noqa: E402
 from emotion2vec_plugin.criterions.emotion2vec_criterion import (  # noqa: E402
     Emotion2vecCriterion,
     Emotion2vecCriterionConfig,
@@ -45,16 +43,7 @@ from emotion2vec_plugin.criterions.emotion2vec_criterion import (  # noqa: E402
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig, Emotion2vecModel  # noqa: E402
 from emotion2vec_plugin.modules.masking import compute_span_mask  # noqa: E402
 
-ARCH_DIR = REPO / "recipes" / "pretrain" / "arch"
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def arch_fields(arch: str) -> Dict[str, object]:
-    """The model fields of ``recipes/pretrain/arch/<arch>.yaml`` (tiny/small inherit base's defaults,
-    which are Emotion2vecConfig's own)."""
-    fields = yaml.safe_load((ARCH_DIR / f"{arch}.yaml").read_text())["model"]
-    fields.pop("_name", None)
-    return fields
 
 
 def model_config(arch: str, layerdrop: str = "off", **overrides) -> Emotion2vecConfig:
@@ -74,7 +63,7 @@ def build_ours(cfg: Emotion2vecConfig, device: torch.device) -> Emotion2vecModel
 
 def build_data2vec(cfg: Emotion2vecConfig, ours: Emotion2vecModel, device: torch.device, workdir: Path):
     """fairseq's Data2VecMultiModel in the shape of ``cfg`` with ``ours``'s weights (student and teacher)."""
-    from tests.reference_data2vec import data2vec_config, data2vec_state, load_data2vec
+    from devtools.reference_data2vec import data2vec_config, data2vec_state, load_data2vec
 
     d2v = load_data2vec(workdir)
     torch.manual_seed(0)
@@ -137,30 +126,6 @@ def step_data2vec(model, opt, net_input, update: int, device, dtype_name: str) -
     return loss.detach()
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> Tuple[float, float]:
-    """Wall seconds and CPU seconds of this process (all its threads) for ``fn()``."""
-    sync(device)
-    t0, c0 = time.perf_counter(), time.process_time()
-    fn()
-    sync(device)
-    return time.perf_counter() - t0, time.process_time() - c0
-
-
-def count_step_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one step (matmuls, convs, attention; forward and backward) by torch.utils.flop_counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    return counter.get_total_flops()
-
-
 def compare(args, device: torch.device, workdir: Path, compile_ours: bool = False,
             prepare_data2vec: Optional[Callable] = None) -> Dict[str, object]:
     """Interleaved steps of ours and data2vec 2.0; returns the JSON-able result. ``prepare_data2vec``
@@ -180,7 +145,7 @@ def compare(args, device: torch.device, workdir: Path, compile_ours: bool = Fals
 
     sides = ["ours", "data2vec"]
     if args.baseline:  # ours as it was before the speed work, the frozen reference of the equivalence test
-        from tests.test_speed_equivalence import reference_path
+        from devtools.speed_reference import reference_path
 
         before = build_ours(cfg, device)
         before.load_state_dict(ours.state_dict())

@@ -10,7 +10,7 @@ import json
 import os
 from collections import defaultdict
 
-from emotion2vec_plugin.demo.paired import paired_comparison, verdict
+from emotion2vec_plugin.evaluation.paired import paired_comparison, verdict
 
 KEYS = ("last", "last_gnorm", "mean", "mean_gnorm")
 

@@ -1,6 +1,6 @@
 """Summarise the demo's pretraining tries (recipes/dev/demo_try.sh): in-training probe UA by update,
 and the last update paired against update 0 (same network, random weights) and log-mel over the
-speaker folds (emotion2vec_plugin/demo/paired.py).
+speaker folds (emotion2vec_plugin/evaluation/paired.py).
 
     .venv/bin/python recipes/dev/summarise_tries.py WORK/tries [--layers last last_gnorm mean mean_gnorm]
 
@@ -21,7 +21,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from emotion2vec_plugin.demo.paired import paired_comparison
+from emotion2vec_plugin.evaluation.paired import paired_comparison
 
 
 def load(run: str) -> List[dict]:

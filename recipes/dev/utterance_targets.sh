@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Which utterance target teaches the utterance? (issue 14, DESIGN §8)
+# Which utterance target teaches the utterance? (issue 14, docs/design.md §8)
 # The demo's pretraining (arch/small, demo corpus) with each model.utterance_target and two
 # training seeds, 1000 updates, the in-training linear probe (leave-one-speaker-out) every 250
 # updates; then recipes/dev/compare_utterance_targets.py summarises the probes.

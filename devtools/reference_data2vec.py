@@ -1,5 +1,5 @@
 """fairseq's own data2vec 2.0 (``fairseq/examples/data2vec`` inside the installed wheel) made importable
-on Python 3.11, for reference tests and benchmarks. Test-side only: the plugin never imports it.
+on Python 3.11, for reference tests and benchmarks (devtools/: the plugin never imports it).
 
 The shipped code does not import as is: it imports itself as the top-level package ``examples``
 (absent from a pip install), its config dataclasses use dataclass instances as defaults (an error
@@ -45,7 +45,7 @@ EDITS: List[Tuple[str, str, str]] = [
     ("data/__init__.py", "from .mae_image_dataset import MaeImageDataset\n", ""),
     ("data/__init__.py", "from .mae_finetuning_image_dataset import MaeFinetuningImageDataset\n", ""),
 ]
-TIMM_STAND_IN = '''"""Stand-in for the two timm classes AltBlock uses (written by tests/reference_data2vec.py)."""
+TIMM_STAND_IN = '''"""Stand-in for the two timm classes AltBlock uses (written by devtools/reference_data2vec.py)."""
 import torch.nn as nn
 
 
@@ -94,7 +94,7 @@ def patch_data2vec(dest: Path) -> Path:
         text = path.read_text()
         if old not in text:
             raise RuntimeError(f"{path}: expected text {old.strip()!r} not found; fairseq's data2vec code changed, "
-                               f"update tests/reference_data2vec.py")
+                               f"update devtools/reference_data2vec.py")
         path.write_text(text.replace(old, replacement))
     (pkg / "models" / "modalities" / "_timm_stand_in.py").write_text(TIMM_STAND_IN)
     counts: Dict[str, int] = {}
@@ -111,7 +111,7 @@ def patch_data2vec(dest: Path) -> Path:
     for rel, want in (("models/data2vec2.py", 3), ("models/modalities/base.py", 1)):
         if counts.get(rel, 0) < want:
             raise RuntimeError(f"{pkg / rel}: {counts.get(rel, 0)} dataclass-instance defaults rewritten, expected "
-                               f">= {want}; update tests/reference_data2vec.py")
+                               f">= {want}; update devtools/reference_data2vec.py")
     return dest
 
 

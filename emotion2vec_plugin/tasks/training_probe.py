@@ -3,8 +3,8 @@
 At a validation the task calls :meth:`TrainingProbe.run` on every rank. Each rank extracts
 mean-pooled per-block features for its shard of the probe set (utterance i goes to rank
 ``i % world_size``; padding-exact batches, eval mode, no grad), the shards are gathered with one
-``all_gather_object``, rank 0 fits the linear probes (:func:`.linear_probe.linear_probe_cv`)
-and one ``broadcast_object_list`` hands its numbers to every rank. Every rank makes the same two
+``all_gather_object``, rank 0 fits the linear probes
+(:func:`~emotion2vec_plugin.evaluation.linear_probe.linear_probe_cv`) and one ``broadcast_object_list`` hands its numbers to every rank. Every rank makes the same two
 collectives in the same order, so ranks cannot desynchronise, and every rank logs (and so picks
 the best checkpoint or stops early from) the same numbers.
 
@@ -27,10 +27,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..data.label_files import LabelFileError, read_column_file
 from ..data.manifest import AudioReadError, read_manifest, read_mono
-from ..modules.encoder import normalize_waveform
-from .linear_probe import (NORMALIZE_MODES, LinearProbeError, combine_layers, linear_probe_cv, masked_time_mean,
-                           parse_layer_specs, plan_length_batches)
+from ..evaluation.linear_probe import NORMALIZE_MODES, LinearProbeError, linear_probe_cv
+from ..inference.featurizer import (FBANK_FRAMING, block_outputs, fbank_features, plan_batches, pooled_blocks,
+                                    prepare_batch)
+from ..modules.feature_extractor import clip_problem
+from ..modules.layer_spec import combine_layers, parse_layer_specs
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +62,12 @@ class ProbeSet:
     """A labelled manifest: ``DIR/SPLIT.tsv`` + ``.emo`` (+ optional ``.group``), one line each."""
 
     def __init__(self, directory: str, split: str, sample_rate: int):
-        from .probe import ProbeInputError, read_column_file
-
         stem = os.path.join(directory, split)
         self.manifest = read_manifest(stem + ".tsv")
         try:
             self.labels = read_column_file(stem + ".emo", "labels")
             self.groups = read_column_file(stem + ".group", "groups") if os.path.isfile(stem + ".group") else None
-        except ProbeInputError as e:
+        except LabelFileError as e:
             raise LinearProbeError(f"task.probe_data: {e}") from None
         for what, values in (("labels", self.labels), ("groups", self.groups)):
             if values is not None and len(values) != len(self.manifest):
@@ -79,17 +80,16 @@ class ProbeSet:
     def __len__(self) -> int:
         return len(self.manifest)
 
-    def audio(self, i: int, min_samples: int) -> Optional[np.ndarray]:
-        """Waveform of utterance ``i`` (cached), or None (warned once) when it cannot be used."""
+    def audio(self, i: int, framing: List[Tuple[int, int, int]]) -> Optional[np.ndarray]:
+        """Waveform of utterance ``i`` (cached), or None (warned once) when it cannot be used: not
+        one frame of ``framing`` (a CNN spec), or NaN/inf samples (``clip_problem``)."""
         if i not in self._audio:
             where, path = self.manifest.where(i), self.manifest.full_path(i)
             try:
                 wav = read_mono(path, where, self.sample_rate)
-                if len(wav) < min_samples:
-                    raise AudioReadError(f"{where}: {path} has {len(wav)} samples, fewer than the {min_samples} "
-                                         f"the CNN needs for one frame")
-                if not np.isfinite(wav).all():
-                    raise AudioReadError(f"{where}: {path} holds NaN or infinite samples")
+                reason = clip_problem(wav, framing)
+                if reason is not None:
+                    raise AudioReadError(f"{where}: {path}: {reason}")
                 self._audio[i] = wav
             except AudioReadError as e:
                 logger.warning("probe: skipping a bad file: %s", e)
@@ -142,17 +142,18 @@ class TrainingProbe:
 
     # ------------------------------------------------------------------ features
     def _gather(self, featurize: Callable[[List[np.ndarray]], Dict[str, np.ndarray]],
-                min_samples: int, max_batch: int) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+                framing: List[Tuple[int, int, int]], max_batch: int) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
         """Features of every usable probe utterance: (kept indices [N'], {key: [N', D]}), the same on
         every rank. ``featurize`` maps a list of (at most ``max_batch``) waveforms to {key: [B, D]}."""
         rank, world = _dist()
         mine = [i for i in range(rank, len(self.data), world)]
-        wavs = {i: self.data.audio(i, min_samples) for i in mine}
+        wavs = {i: self.data.audio(i, framing) for i in mine}
         usable = [i for i in mine if wavs[i] is not None]
         parts: Dict[str, List[np.ndarray]] = {}
         order: List[int] = []
         max_samples = int(self.s.batch_seconds * self.s.sample_rate)
-        for batch in plan_length_batches([len(wavs[i]) for i in usable], max_batch, max_samples):
+        lengths = [len(wavs[i]) for i in usable]
+        for batch in plan_batches(lengths, range(len(lengths)), max_batch, max_samples):
             idx = [usable[b] for b in batch]
             out = featurize([wavs[i] for i in idx])
             for k, v in out.items():
@@ -171,34 +172,18 @@ class TrainingProbe:
 
     def _network_featurizer(self, model, specs) -> Callable[[List[np.ndarray]], Dict[str, np.ndarray]]:
         nets = ["student", "teacher"] if self.s.network == "both" else [self.s.network]
-        device = next(model.parameters()).device
-        dtype = next(model.parameters()).dtype
-        frames_of = model.audio.local_encoder.output_lengths
 
         @torch.no_grad()
         def featurize(wavs: List[np.ndarray]) -> Dict[str, np.ndarray]:
-            lengths = torch.tensor([len(w) for w in wavs])
-            source = torch.zeros(len(wavs), int(lengths.max()))
-            for i, w in enumerate(wavs):
-                source[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
-            pad = torch.arange(source.size(1)).unsqueeze(0) >= lengths.unsqueeze(1)
-            if self.s.normalize_audio:
-                source = normalize_waveform(source, pad)
-            source, pad = source.to(device=device, dtype=dtype), pad.to(device)
-            pad_arg = pad if bool(pad.any()) else None
-            frames = frames_of(lengths).to(device)
+            batch = prepare_batch(model, wavs, self.s.normalize_audio)
             out = {}
             for net in nets:
-                if net == "student":
-                    layers = model.extract_features(source, pad_arg)["layer_results"]
-                else:  # the EMA teacher on the student's CNN features, as when it makes targets
-                    x, frame_mask = model.local_features(source, pad_arg)
-                    results: List = []
-                    model.teacher.to(device)
-                    model.teacher.module.contextualize(x.float(), frame_mask, None, results)
-                    n = model.num_utterance_tokens
-                    layers = [r[0][:, n:] for r in results]
-                pooled = torch.stack([masked_time_mean(h, frames) for h in layers], dim=1).cpu().numpy()  # [B, L, D]
+                context = None  # the student
+                if net == "teacher":  # the EMA teacher on the student's CNN features, as when it makes targets
+                    model.teacher.to(batch.source.device)
+                    context = model.teacher.module
+                layers, frame_mask = block_outputs(model, batch, context)
+                pooled = pooled_blocks(layers, frame_mask).cpu().numpy()  # [B, L, D]
                 for name, v in combine_layers(pooled, specs).items():
                     out[f"{name}_{net}" if self.s.network == "both" else name] = v
             return out
@@ -246,9 +231,10 @@ class TrainingProbe:
                 f.write(json.dumps(record) + "\n")
         return metrics
 
-    def _probe(self, name: str, update: int, featurize, min_samples: int, max_batch: int = 16) -> Dict[str, float]:
+    def _probe(self, name: str, update: int, featurize, framing: List[Tuple[int, int, int]],
+               max_batch: int = 16) -> Dict[str, float]:
         t0 = time.monotonic()
-        index, feats = self._gather(featurize, min_samples, max_batch)
+        index, feats = self._gather(featurize, framing, max_batch)
         scored = None
         if _dist()[0] == 0:
             # an error here still goes through the broadcast, so no rank is left waiting in it
@@ -277,7 +263,7 @@ class TrainingProbe:
             # demo's probe set, recipes/RESULTS.md), 16 with exact padding masks on GPU
             on_cpu = next(model.parameters()).device.type == "cpu"
             metrics = self._probe(self.s.network, update, self._network_featurizer(model, specs),
-                                  self._min_samples(model), 1 if on_cpu else 16)
+                                  model.audio.local_encoder.layers_spec, 1 if on_cpu else 16)
             seconds = time.monotonic() - t0
         finally:
             model.train(was_training)
@@ -301,11 +287,9 @@ class TrainingProbe:
         same probe; keys ``probe_{ua,wa}_fbank[_gnorm]``. Call on every rank."""
 
         def fbank(wavs: List[np.ndarray]) -> Dict[str, np.ndarray]:
-            from .extract import fbank_features
-
             return {"fbank": np.stack([f.mean(axis=0) for f in fbank_features(wavs, "frame")])}
 
-        return self._probe("fbank", 0, fbank, 400)  # one 25 ms window
+        return self._probe("fbank", 0, fbank, FBANK_FRAMING)  # at least one 25 ms window
 
     def _write_tensorboard(self, values: Dict[str, float]) -> None:
         """Update-0 points under TENSORBOARD_DIR/valid (next to fairseq's own valid/ events), rank 0."""
@@ -321,8 +305,3 @@ class TrainingProbe:
         for key, value in values.items():
             writer.add_scalar(key, value, 0)
         writer.close()
-
-    @staticmethod
-    def _min_samples(model) -> int:
-        """Fewest samples giving one CNN frame."""
-        return model.audio.local_encoder.receptive_field

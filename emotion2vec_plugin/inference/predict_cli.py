@@ -12,9 +12,9 @@ one-by-one scores). A file that cannot be used (unreadable, wrong rate or channe
 samples, too short for the CNN) is named with the reason and skipped; it never stops the run.
 
 ``--labels FILE`` (one label per input file, in input order, e.g. the ``.emo`` next to a
-manifest) adds WA, UA, WF1 and a confusion-matrix plot. A plain encoder export (no head) gives
-mean-pooled utterance embeddings instead of labels (``--out FILE.json``); ``--labels`` then
-asks for a classifier.
+manifest) adds WA, UA, macro-F1, weighted-F1 and a confusion-matrix plot. A plain encoder
+export (no head) gives mean-pooled utterance embeddings instead of labels (``--out FILE.json``);
+``--labels`` then asks for a classifier.
 """
 
 import argparse
@@ -28,25 +28,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..checkpoint.safe_load import CheckpointReadError
 from ..cli import run_main
-from ..data.manifest import AudioReadError, ManifestError, read_manifest, read_mono
-from ..data.padding import crop_and_pad
-from ..modules.classifier import Emotion2vecClassifierNet
+from ..data.manifest import AudioReadError, read_manifest, read_mono
+from ..errors import Emotion2vecError
+from ..formats.load import load_classifier
 from ..modules.config import parse_conv_layers
-from ..modules.encoder import normalize_waveform
-from ..modules.feature_extractor import frames_for_samples
-from ..modules.pooling import masked_mean
-from .classifier_io import load_classifier
-from .extract import plan_batches
-from .pretrained import ExportFormatError
+from ..modules.feature_extractor import clip_problem
+from .featurizer import plan_batches, predict_batch
 
 logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
-class PredictInputError(ValueError):
+class PredictInputError(Emotion2vecError, ValueError):
     """Unusable arguments or label file; the message names the file (and line) and the fix."""
 
 
@@ -86,35 +81,6 @@ def audio_length(item: AudioItem) -> Optional[int]:
         return None
 
 
-def wav_problem(wav: np.ndarray, conv_layers) -> Optional[str]:
-    """Why a decoded clip cannot be classified, or None (the training dataset's checks)."""
-    if frames_for_samples(conv_layers, len(wav)) < 1:
-        return f"{len(wav)} samples is shorter than the CNN's receptive field"
-    if not np.isfinite(wav).all():
-        return f"{int((~np.isfinite(wav)).sum())} NaN/inf samples"
-    return None
-
-
-@torch.inference_mode()
-def predict_batch(model: torch.nn.Module, wavs: Sequence[np.ndarray], normalize: bool,
-                  dtype: torch.dtype = torch.float32) -> np.ndarray:
-    """Class probabilities [B, C] (classifier) or mean-pooled last-block embeddings [B, D] (encoder)
-    of 1-D waveforms, padded with exact masks."""
-    device = next(model.parameters()).device
-    source, pad = crop_and_pad([torch.from_numpy(np.asarray(w, dtype=np.float32)) for w in wavs], None, None)
-    if normalize:
-        source = normalize_waveform(source, pad)  # = F.layer_norm(wav, wav.shape) per utterance
-    source, pad = source.to(device), pad.to(device)
-    pad_or_none = pad if bool(pad.any()) else None
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        if isinstance(model, Emotion2vecClassifierNet):
-            out = torch.softmax(model(source, pad_or_none).float(), dim=-1)
-        else:
-            feats = model.extract_features(source, pad_or_none)
-            out = masked_mean(feats["x"].float(), feats["padding_mask"])
-    return out.cpu().numpy()
-
-
 def predict_items(model: torch.nn.Module, settings, items: Sequence[AudioItem], batch_size: int,
                   max_batch_seconds: float = 160.0, dtype: torch.dtype = torch.float32, quiet: bool = True
                   ) -> Tuple[Dict[int, np.ndarray], Dict[int, str], float, float]:
@@ -142,7 +108,7 @@ def predict_items(model: torch.nn.Module, settings, items: Sequence[AudioItem], 
             for i in batch:
                 try:
                     wav = read_mono(items[i].path, items[i].where, settings.sample_rate)
-                    reason = wav_problem(wav, conv_layers)
+                    reason = clip_problem(wav, conv_layers)
                 except AudioReadError as e:
                     reason = str(e)
                 if reason is not None:
@@ -159,7 +125,7 @@ def predict_items(model: torch.nn.Module, settings, items: Sequence[AudioItem], 
 
 
 def read_expected_labels(path: str, count: int, classes: Sequence[str]) -> List[str]:
-    from .probe import read_column_file
+    from ..data.label_files import read_column_file
 
     labels = read_column_file(path, "labels")
     if len(labels) != count:
@@ -179,7 +145,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="FILE.tsv (key, label, one score column per class) or FILE.json; "
                                                "default: TSV on stdout")
     p.add_argument("--labels", default=None, help="true labels, one per input file in input order (e.g. SPLIT.emo): "
-                                                  "adds WA / UA / WF1 and a confusion plot")
+                                                  "adds WA / UA / macro-F1 / weighted-F1 and a confusion plot")
     p.add_argument("--plot", default=None, help="confusion-matrix PNG with --labels (default: OUT stem + "
                                                 ".confusion.png, or confusion.png)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -231,8 +197,9 @@ def main(args) -> Dict[str, object]:
 
 
 def score(expected: List[str], predictions: List[dict], order: List[int], classes: List[str], args) -> Dict[str, object]:
-    """WA / UA / WF1 (in [0, 1]) and the confusion matrix on the predicted files; plot it."""
-    from .probe import compute_metrics, plot_confusion
+    """WA / UA / macro-F1 / weighted-F1 (in [0, 1]) and the confusion matrix on the predicted files; plot it."""
+    from ..evaluation.metrics import compute_metrics
+    from ..evaluation.plots import plot_confusion
 
     index = {c: k for k, c in enumerate(classes)}
     y_true = [index[expected[i]] for i in order]
@@ -266,12 +233,13 @@ def write_output(result: Dict[str, object], out: Optional[str]) -> None:
 def cli_main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
     args = get_parser().parse_args(argv)
-    result = run_main("e2v-predict", main, args, (PredictInputError, ManifestError, ExportFormatError,
-                                                  CheckpointReadError))
+    result = run_main("e2v-predict", main, args)
     summary = {k: result[k] for k in ("files", "predicted", "audio_seconds_per_second")}
     summary["skipped"] = len(result["skipped"])
     if "metrics" in result:
-        summary.update({k: round(100 * result["metrics"][k], 2) for k in ("WA", "UA", "WF1")})
+        from ..evaluation.metrics import METRICS
+
+        summary.update({k: round(100 * result["metrics"][k], 2) for k in METRICS})
         summary["plot"] = result["metrics"]["plot"]
     logger.info("e2v-predict: %s", summary)
 

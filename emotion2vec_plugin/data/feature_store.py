@@ -1,4 +1,4 @@
-"""Reading (and, for tests, writing) extracted utterance features.
+"""The feature store: extracted utterance features on disk, read (and written) here.
 
 Two on-disk formats, both in manifest order (utterance i of the features is line i of the
 manifest, of the labels and of the groups):
@@ -25,14 +25,15 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..data.manifest import TextFileError, read_utf8
+from ..errors import Emotion2vecError
+from .manifest import TextFileError, read_utf8
 
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.tsv"
 
 
-class FeatureFormatError(ValueError):
+class FeatureFormatError(Emotion2vecError, ValueError):
     """Feature files that are missing or disagree with their index/lengths file."""
 
 

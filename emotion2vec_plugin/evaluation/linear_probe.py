@@ -1,6 +1,6 @@
-"""A fast linear probe on mean-pooled utterance features (plain numpy / torch / scikit-learn).
+"""A fast linear probe on mean-pooled utterance features (plain numpy / scikit-learn).
 
-Used during pretraining (``task.probe_data``, see :mod:`.training_probe`) and offline
+Used during pretraining (``task.probe_data``, the training probe) and offline
 (``e2v-probe --probe linear``), so the two give the same numbers on the same checkpoint:
 
     frames [T_i, D] -> time mean over the valid frames -> x_i [D]
@@ -17,84 +17,29 @@ protocol. lbfgs is deterministic: the same features give the same numbers on eve
 
 import logging
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
+
+from ..data.feature_store import FeatureSet
+from ..errors import Emotion2vecError
+from .metrics import UA, WA, encode_labels, fold_summary, unweighted_accuracy
+from .standardize import zscore_per_group
 
 logger = logging.getLogger(__name__)
 
 NORMALIZE_MODES = ("none", "group", "both")
 
 
-class LinearProbeError(ValueError):
+class LinearProbeError(Emotion2vecError, ValueError):
     """Labels, groups or settings that cannot be probed; says what was expected and got."""
 
 
-# ---------------------------------------------------------------------------------------- layers
-def parse_layer_specs(spec: str, num_layers: int) -> List[Tuple[str, List[int]]]:
-    """``"last,mean,3,-2"`` -> [(name, 0-based block indices averaged)].
-
-    ``last``: the final block (what ``e2v-extract`` writes by default); ``mean``: the average of
-    every block's output; an integer: that block, 1-based or negative from the end.
-    """
-    out = []
-    for item in [s.strip() for s in str(spec).split(",") if s.strip()]:
-        if item == "last":
-            out.append(("last", [num_layers - 1]))
-        elif item == "mean":
-            out.append(("mean", list(range(num_layers))))
-        else:
-            try:
-                k = int(item)
-            except ValueError:
-                k = 0
-            i = k - 1 if k > 0 else num_layers + k
-            if k == 0 or not 0 <= i < num_layers:
-                raise LinearProbeError(f"probe layer {item!r}: expected 'last', 'mean' or a block 1..{num_layers} "
-                                       f"(or -1..-{num_layers})")
-            out.append((f"l{i + 1}", [i]))
-    if not out:
-        raise LinearProbeError(f"probe layers {spec!r}: expected a comma-separated list such as 'last,mean'")
-    return out
-
-
-def combine_layers(pooled: np.ndarray, specs: Sequence[Tuple[str, List[int]]]) -> Dict[str, np.ndarray]:
-    """Per-block utterance means [N, L, D] -> {spec name: [N, D]} (averages of the chosen blocks;
-    the time mean and the block average commute, so this equals pooling block-averaged frames)."""
-    return {name: pooled[:, idx].mean(axis=1) for name, idx in specs}
-
-
-# ------------------------------------------------------------------------------------ extraction
-def masked_time_mean(layer: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """[B, T, D] block output and valid frame counts [B] -> time means over the valid frames [B, D]."""
-    valid = torch.arange(layer.size(1), device=layer.device).unsqueeze(0) < frames.to(layer.device).unsqueeze(1)
-    summed = (layer.float() * valid.unsqueeze(-1)).sum(dim=1)
-    return summed / frames.to(summed.device).clamp_min(1).unsqueeze(1).to(summed.dtype)
-
-
-def plan_length_batches(lengths: Sequence[int], max_batch: int, max_samples: int) -> List[List[int]]:
-    """Indices grouped longest first: at most ``max_batch`` utterances and ``max_samples`` padded
-    samples each (e2v-extract's batching, over every utterance)."""
-    from .extract import plan_batches
-
-    return plan_batches(lengths, range(len(lengths)), max_batch, max_samples)
-
-
-# -------------------------------------------------------------------------------------- the probe
 def per_group_standardize(x: np.ndarray, groups: Sequence[str]) -> np.ndarray:
-    """z-score every dimension within each group: [N, D] -> [N, D] (float64). A dimension that is
-    constant within a group is only centred."""
-    x = np.asarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    groups = np.asarray(groups)
-    for g in np.unique(groups):
-        sel = groups == g
-        mean = x[sel].mean(axis=0)
-        std = x[sel].std(axis=0)
-        std[std < 1e-8] = 1.0
-        out[sel] = (x[sel] - mean) / std
-    return out
+    """z-score every dimension within each group: [N, D] -> [N, D] (float64; numpy's mean / std
+    of the group's rows). A dimension that is constant within a group (std < 1e-8) is only centred."""
+    rows = FeatureSet.from_arrays(np.asarray(x, dtype=np.float64))
+    return np.concatenate(list(zscore_per_group(rows, groups, eps=1e-8, in_memory=True, dtype=np.float64)))
 
 
 def make_folds(y: np.ndarray, groups: Optional[Sequence[str]], k: int, seed: int) -> List[Tuple[str, np.ndarray]]:
@@ -145,8 +90,6 @@ def linear_probe_cv(x: np.ndarray, labels: Sequence[str], groups: Optional[Seque
         {"labels", "scheme" ("leave-one-group-out" | "k-fold"), "per_group", "folds": [{"group",
         "n_test", "UA", "WA"}], "summary": {"UA": {"mean", "std"}, "WA": {...}}}.
     """
-    from .probe import encode_labels, unweighted_accuracy
-
     x = np.asarray(x, dtype=np.float64)
     labels = [str(v) for v in labels]
     if x.ndim != 2 or len(x) != len(labels) or (groups is not None and len(groups) != len(labels)):
@@ -163,9 +106,8 @@ def linear_probe_cv(x: np.ndarray, labels: Sequence[str], groups: Optional[Seque
         if len(np.unique(y[train])) < 2:
             raise LinearProbeError(f"fold {name!r}: the other folds hold a single class; a probe needs >= 2")
         pred = fit_predict(x[train], y[train], x[test], C, max_iter)
-        results.append({"group": name, "n_test": int(len(test)), "UA": unweighted_accuracy(y[test], pred),
-                        "WA": float(np.mean(pred == y[test]))})
-    summary = {m: {"mean": float(np.mean([f[m] for f in results])), "std": float(np.std([f[m] for f in results]))}
-               for m in ("UA", "WA")}
+        results.append({"group": name, "n_test": int(len(test)), UA: unweighted_accuracy(y[test], pred),
+                        WA: float(np.mean(pred == y[test]))})
     scheme = "leave-one-group-out" if groups is not None and len(set(groups)) >= 2 else "k-fold"
-    return {"labels": names, "scheme": scheme, "per_group": per_group, "folds": results, "summary": summary}
+    return {"labels": names, "scheme": scheme, "per_group": per_group, "folds": results,
+            "summary": fold_summary(results, (UA, WA))}

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..checkpoint.safe_load import CheckpointReadError
 from ..cli import run_main
-from ..data.manifest import AudioReadError, ManifestError, first_missing_files, read_manifest, read_mono
-from ..modules.encoder import Emotion2vecEncoder, normalize_waveform
-from .features import save_stacked
-from .pretrained import ExportFormatError, load_pretrained
+from ..data.feature_store import save_stacked
+from ..data.manifest import ManifestError, first_missing_files, read_manifest, read_mono
+from ..formats.load import load_pretrained
+from ..modules.layer_spec import block_index
+from .featurizer import extract_batch, fbank_features, plan_batches
 
 logger = logging.getLogger(__name__)
 
@@ -41,68 +41,15 @@ def select_layers(num_layers: int, layers: Optional[Sequence[int]]) -> List[int]
         return [num_layers - 1]
     out = []
     for layer in layers:
-        i = layer - 1 if layer > 0 else num_layers + layer
-        if not 0 <= i < num_layers or layer == 0:
+        i = block_index(layer, num_layers)
+        if i is None:
             raise ValueError(f"--layers {layer}: the model has blocks 1..{num_layers} (or -1..-{num_layers})")
         out.append(i)
     return out
 
 
-@torch.inference_mode()
-def extract_batch(model: Emotion2vecEncoder, wavs: Sequence[np.ndarray], layers: Sequence[int],
-                  normalize: bool, granularity: str = "frame", dtype: torch.dtype = torch.float32) -> List[np.ndarray]:
-    """Features of a list of 1-D waveforms: [T_i, D] (frame) or [D] (utterance) each, fp32 numpy.
-
-    ``layers`` are 0-based block indices whose outputs are averaged.
-    """
-    device = next(model.parameters()).device
-    lengths = torch.tensor([len(w) for w in wavs])
-    source = torch.zeros(len(wavs), int(lengths.max()))
-    for i, w in enumerate(wavs):
-        source[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
-    pad = torch.arange(source.size(1)).unsqueeze(0) >= lengths.unsqueeze(1)  # [B, S], True = padded
-    if normalize:
-        source = normalize_waveform(source, pad)
-    source, pad = source.to(device), pad.to(device)
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        out = model.extract_features(source, pad if bool(pad.any()) else None)
-    feats = torch.stack([out["layer_results"][i] for i in layers]).float().mean(dim=0)  # [B, T, D]
-    frames = model.audio.local_encoder.output_lengths(lengths).tolist()
-    result = []
-    for i, T in enumerate(frames):
-        f = feats[i, :T]
-        result.append((f.mean(dim=0) if granularity == "utterance" else f).cpu().numpy())
-    return result
-
-
-def fbank_features(wavs: Sequence[np.ndarray], granularity: str = "frame", num_mel_bins: int = 80) -> List[np.ndarray]:
-    """Log-mel filterbanks [T, num_mel_bins] (100 frames/s) of 16 kHz waveforms (or their time mean)."""
-    import torchaudio.compliance.kaldi as kaldi
-
-    out = []
-    for w in wavs:
-        feats = kaldi.fbank(torch.from_numpy(np.asarray(w, dtype=np.float32)).unsqueeze(0) * 32768,
-                            num_mel_bins=num_mel_bins, sample_frequency=16000, dither=0.0)
-        out.append((feats.mean(dim=0) if granularity == "utterance" else feats).numpy())
-    return out
-
-
 def npy_relpath(name: str) -> str:
     return os.path.join("npy", os.path.splitext(name)[0] + ".npy")
-
-
-def plan_batches(sizes: Sequence[int], todo: Sequence[int], batch_size: int, max_samples: int) -> List[List[int]]:
-    """Longest first; a batch grows while count <= batch_size and count * longest <= max_samples."""
-    order = sorted(todo, key=lambda i: -sizes[i])
-    batches, current = [], []
-    for i in order:
-        if current and (len(current) + 1 > batch_size or (len(current) + 1) * sizes[current[0]] > max_samples):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -189,8 +136,7 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
     args = get_parser().parse_args(argv)
     # ValueError: --layers out of range (select_layers)
-    result = run_main("e2v-extract", main, args, (ManifestError, AudioReadError, ExportFormatError, CheckpointReadError,
-                                                  ValueError))
+    result = run_main("e2v-extract", main, args, (ValueError,))
     print(f"e2v-extract: {result}")
 
 

@@ -1,0 +1,75 @@
+"""``e2v-export``: turn a training checkpoint into something downstream work can load.
+
+The formats are the modules of ``formats/`` (:data:`~emotion2vec_plugin.formats.FORMATS`):
+``plugin`` (safetensors + json, no fairseq needed), ``emotion2vec`` (the released fairseq
+layout, for the official emotion2vec scripts) and ``funasr`` (the folder FunASR's
+``AutoModel(model=OUT)`` reads). A pretraining checkpoint exports its student (no teacher, no
+optimizer state); a fine-tuned classifier (``emotion2vec_classifier`` checkpoint) keeps its head
+and class names (``plugin`` and ``funasr`` only).
+"""
+
+import argparse
+import logging
+from typing import List, Optional
+
+import torch
+
+from ..checkpoint.fairseq_checkpoint import (is_classifier_checkpoint, read_classifier_checkpoint,
+                                             read_encoder_checkpoint)
+from ..checkpoint.model_record import ExportFormatError, ModelRecord
+from ..checkpoint.safe_load import load_checkpoint
+from ..cli import run_main
+from ..modules.encoder import Emotion2vecEncoder
+from . import FORMATS
+
+logger = logging.getLogger(__name__)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Export an emotion2vec training checkpoint for downstream use.")
+    p.add_argument("checkpoint", help="fairseq checkpoint written by fairseq-hydra-train (e.g. checkpoints/checkpoint_last.pt)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--random-init", type=int, default=None, metavar="SEED",
+                   help="export the checkpoint's architecture with fresh random weights (seeded) instead of its "
+                        "trained weights: the 'random weights' control of a probe comparison")
+    p.add_argument("--format", choices=list(FORMATS), default="plugin",
+                   help="; ".join(f"{name}: {fmt.HELP}" for name, fmt in FORMATS.items()))
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="unpickle the checkpoint without restriction (runs any code it holds); by default only "
+                        "tensors, containers and fairseq's omegaconf configs are loaded")
+    return p
+
+
+def read_checkpoint(path: str, trust: bool = False, random_init: Optional[int] = None) -> ModelRecord:
+    """The record to export: a classifier checkpoint with its head and labels, else the student of
+    a pretraining (or released) checkpoint; ``random_init``: that student's architecture with
+    fresh weights drawn with this seed."""
+    ckpt = load_checkpoint(path, trust)
+    if is_classifier_checkpoint(ckpt):
+        if random_init is not None:
+            raise ExportFormatError("--random-init exports an encoder architecture; it does not apply to a classifier")
+        return read_classifier_checkpoint(path, trust, ckpt)
+    record = read_encoder_checkpoint(path, trust, ckpt)
+    if random_init is not None:
+        torch.manual_seed(random_init)
+        record.state = Emotion2vecEncoder(record.encoder).state_dict()
+        record.meta.update(random_init=random_init, num_updates=0)
+    return record
+
+
+def main(args) -> str:
+    record = read_checkpoint(args.checkpoint, getattr(args, "trust_checkpoint", False),
+                             getattr(args, "random_init", None))
+    return FORMATS[args.format].write(record, args.out)
+
+
+def cli_main(argv: Optional[List[str]] = None) -> None:
+    # force: importing fairseq already configured the root logger at DEBUG
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
+    args = get_parser().parse_args(argv)
+    where = run_main("e2v-export", main, args)
+    print(f"exported {args.checkpoint} as {args.format} to {where}")
+
+
+if __name__ == "__main__":
+    cli_main()
