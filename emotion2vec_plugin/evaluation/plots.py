@@ -1,6 +1,6 @@
 """Plots of probe results as PNG (matplotlib's Agg canvas, no pyplot state): the t-SNE of
 utterance embeddings (``e2v-probe --plot``) and a confusion-matrix heat map (``e2v-probe
---confusion-plot``, ``e2v-predict``)."""
+--confusion-plot``, ``e2v-predict``) and the UA bars of ``e2v-benchmark``."""
 
 import os
 from typing import Dict, Sequence
