@@ -190,12 +190,26 @@ def test_benchmark_folds_logo_baselines_and_resume(tmp_path, monkeypatch):
          "--epochs", "6", "--patience", "3", "--hidden", "16", "--quiet"]))
     assert direct["summary"] == {m: r[m] for m in METRICS}
 
-    def no_extraction(args):
-        raise AssertionError(f"re-extracted {args.manifest} for {args.model}")
+    calls = []
+    real_extract = benchmark.extract_cli.main
 
-    monkeypatch.setattr(benchmark.extract_cli, "main", no_extraction)
+    def spy(args):
+        result = real_extract(args)
+        calls.append((Path(args.out).relative_to(out / "features").as_posix(), result["extracted"]))
+        return result
+
+    monkeypatch.setattr(benchmark.extract_cli, "main", spy)
+    # an interrupted extraction: log-mel of talk lost its first utterance and never finished
+    lost = out / "features" / "log-mel" / "talk"
+    (lost / "extraction.json").write_text(json.dumps({**json.loads((lost / "extraction.json").read_text()),
+                                                      "finished": False}))
+    (lost / (lost / "index.tsv").read_text().split("\n")[0].split("\t")[1]).unlink()
     again = benchmark.main(bench_args(export, [a / "acted", b / "talk"], out, "--baselines"))
+    assert calls == [("log-mel/talk", 1)]  # the finished five are reused, the interrupted one resumes
     assert again["rows"] == results["rows"]
+    calls.clear()
+    benchmark.main(bench_args(export, [a / "acted"], out, "--layers", "1"))  # other settings: extracted afresh
+    assert calls == [("model/acted", 24)]
 
 
 def test_benchmark_bad_corpus_ends_before_extraction(tmp_path, capsys):

@@ -5,9 +5,9 @@ feature set (the model ``EXPORT``; with ``--baselines`` also 80-dim log-mel filt
 same architecture with random weights, the two references of the demo's report):
 
 1. **extract** the features once with ``e2v-extract``'s own code (:mod:`..inference.extract_cli`)
-   into ``DIR/features/<set>/<corpus>/``; a finished extraction is recorded in ``done.json``
-   (model, layers, the manifest's SHA-1) and reused by a re-run, and an interrupted one resumes
-   per utterance;
+   into ``DIR/features/<set>/<corpus>/``; ``extraction.json`` there records the settings (model,
+   layers, the manifest's SHA-1): a finished extraction is reused by a re-run, an interrupted one
+   resumes per utterance, one of other settings is replaced;
 2. **probe** with ``e2v-probe``'s code (:mod:`.probe_cli`): on the corpus's official folds when
    ``DEST/<split>.folds`` exists (:mod:`.folds`), else leave-one-group-out over ``DEST/<split>.group``;
    each probe's JSON goes to ``DIR/probe/<set>/<corpus>.json``;
@@ -120,26 +120,32 @@ def sha1(path: str) -> str:
 
 def extract(model: str, corpus: Corpus, out: str, args) -> str:
     """Features of ``corpus`` from ``model`` (an export, a checkpoint or ``fbank``) in ``out``, once:
-    returns the stacked prefix. A ``done.json`` that matches (model, layers, manifest) means they
-    are there; otherwise e2v-extract runs (and resumes from the per-utterance files it finds)."""
+    returns the stacked prefix. ``out/extraction.json`` records what is (being) extracted there
+    (model, layers, the manifest and its SHA-1) and whether it finished: finished and the same
+    means reused; unfinished and the same means e2v-extract resumes from the per-utterance files
+    it finds; anything else (another model, layers or manifest) starts afresh."""
     prefix = os.path.join(out, corpus.name)
     key = {"model": model if model == "fbank" else os.path.abspath(model), "manifest": os.path.abspath(corpus.tsv),
            "manifest_sha1": sha1(corpus.tsv), "layers": None if model == "fbank" else args.layers,
            "utterances": corpus.utterances}
-    done = os.path.join(out, "done.json")
-    if os.path.isfile(done) and os.path.isfile(prefix + ".npy"):
-        with open(done, encoding="utf-8") as f:
-            if json.load(f) == key:
-                logger.info("%s: features of %s already extracted, reused", out, corpus.name)
-                return prefix
+    record = os.path.join(out, "extraction.json")
+    if os.path.isfile(record):
+        with open(record, encoding="utf-8") as f:
+            before = json.load(f)
+        if before.get("key") == key and before.get("finished") and os.path.isfile(prefix + ".npy"):
+            logger.info("%s: features of %s already extracted, reused", out, corpus.name)
+            return prefix
+        if before.get("key") != key:
+            logger.info("%s: holds features of other settings (%s), extracting afresh", out, before.get("key"))
+            shutil.rmtree(out)
+    os.makedirs(out, exist_ok=True)
+    write_atomic(record, json.dumps({"key": key, "finished": False}, indent=2) + "\n")
     argv = [model, corpus.tsv, "--out", out, "--prefix", corpus.name, "--device", args.device]
     argv += (["--layers", *map(str, args.layers)] if args.layers and model != "fbank" else [])
     argv += (["--batch-size", str(args.batch_size)] if args.batch_size else []) + (["--quiet"] if args.quiet else [])
     result = extract_cli.main(extract_cli.get_parser().parse_args(argv))
     logger.info("%s: extracted %d of %d utterances of %s", out, result["extracted"], result["utterances"], corpus.name)
-    with open(done + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(key, f, indent=2)
-    os.replace(done + ".tmp", done)
+    write_atomic(record, json.dumps({"key": key, "finished": True}, indent=2) + "\n")
     return prefix
 
 

@@ -252,14 +252,17 @@ def _linear_main(args, feats: FeatureSet, labels: List[str], groups: Optional[Li
 
 
 def format_linear_table(result: dict) -> str:
-    """Per-fold UA/WA and mean ± std of a linear-probe result (percent)."""
+    """Per-fold scores and mean ± std of a linear-probe result (percent): WA and UA, plus the F1s
+    where the result has them (official folds)."""
+    metrics = [m for m in METRICS if m in result["summary"]]
+    cols = [(m, max(6, len(TITLES[m]))) for m in metrics]  # (metric, column width)
     width = max(12, *(len(f["group"]) for f in result["folds"]))
-    lines = [f"{'fold':<{width}} {'n':>5} {'WA':>6} {'UA':>6}"]
+    lines = [f"{'fold':<{width}} {'n':>5} " + " ".join(f"{TITLES[m]:>{w}}" for m, w in cols)]
     for f in result["folds"]:
-        lines.append(f"{f['group']:<{width}} {f['n_test']:>5} {100 * f['WA']:6.2f} {100 * f['UA']:6.2f}")
+        lines.append(f"{f['group']:<{width}} {f['n_test']:>5} " + " ".join(f"{100 * f[m]:{w}.2f}" for m, w in cols))
     s = result["summary"]
     lines.append(f"{'mean ± std':<{width}} {result['num_utterances']:>5} "
-                 + "  ".join(f"{m} {100 * s[m]['mean']:.2f} ± {100 * s[m]['std']:.2f}" for m in ("WA", "UA")))
+                 + "  ".join(f"{TITLES[m]} {100 * s[m]['mean']:.2f} ± {100 * s[m]['std']:.2f}" for m in metrics))
     return "\n".join(lines)
 
 
