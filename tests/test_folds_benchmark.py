@@ -223,3 +223,38 @@ def test_benchmark_bad_corpus_ends_before_extraction(tmp_path, capsys):
     assert "Traceback" not in err and len(errors) == 1 and err.strip().splitlines()[-1] == errors[0]
     assert f"{c / 'x'}: neither {c / 'x.folds'}/ (official folds) nor {c / 'x.group'}" in errors[0]
     assert not (tmp_path / "o" / "features").exists()
+
+
+def test_benchmark_from_every_corpus_layout(tmp_path):
+    """From each public layout (tests/corpus_layouts.py, issue 23 parts 1-4) through e2v-labels to one
+    e2v-benchmark table: official folds where the corpus has them, leave-one-group-out where not."""
+    layouts = pytest.importorskip("tests.corpus_layouts")
+    from tests.test_corpora import run_labels
+    from tests.test_labels import IEMOCAP_ROWS, iemocap_corpus
+
+    mirror = str(tmp_path / "mirror")
+    layouts.meld_tree(tmp_path / "MELD.Raw")
+    run_labels("meld", tmp_path / "MELD.Raw", tmp_path / "meld", "--resample-to", mirror)
+    layouts.msppodcast_tree(tmp_path / "msp")
+    run_labels("msppodcast", tmp_path / "msp", tmp_path / "msppodcast")
+    folds_py = layouts.mosei_tree(tmp_path / "mosei")
+    run_labels("mosei", tmp_path / "mosei", tmp_path / "cmumosei", "--resample-to", mirror, "--folds-file", str(folds_py))
+    layouts.mead_tree(tmp_path / "MEAD")
+    run_labels("mead", tmp_path / "MEAD", tmp_path / "mead", "--resample-to", mirror)
+    run_labels("emobox", layouts.emobox_tree(tmp_path / "EmoBox", with_valid=True), tmp_path / "emobox",
+               "--resample-to", mirror)
+    iemocap_corpus(tmp_path / "IEMOCAP_full_release", IEMOCAP_ROWS)
+    run_labels("iemocap", tmp_path / "IEMOCAP_full_release", tmp_path / "iemocap")
+    corpora = ("meld", "msppodcast", "cmumosei", "mead", "emobox", "iemocap")
+    out = tmp_path / "bench"
+    results = benchmark.main(bench_args(tiny_export(tmp_path / "export"), [tmp_path / c / "x" for c in corpora], out,
+                                        "--epochs", "2"))
+    rows = {r["corpus"]: r for r in results["rows"]}
+    assert set(rows) == {f"{c}-x" for c in corpora}  # every split is called x: named by its DEST
+    for c in corpora:
+        folds = tmp_path / c / "x.folds"
+        expect = ("official folds", len(list(folds.iterdir()))) if folds.is_dir() else ("leave-one-group-out", 2)
+        assert (rows[f"{c}-x"]["scheme"], rows[f"{c}-x"]["folds"]) == expect, c
+    assert rows["mead-x"]["scheme"] == "leave-one-group-out" and rows["meld-x"]["scheme"] == "official folds"
+    assert rows["msppodcast-x"]["utterances"] == 5  # Test2 is in the main split, in no fold
+    assert "| meld-x | export | official folds | 1 | 8 |" in (out / "results.md").read_text()
