@@ -210,6 +210,10 @@ def test_benchmark_folds_logo_baselines_and_resume(tmp_path, monkeypatch):
     calls.clear()
     benchmark.main(bench_args(export, [a / "acted"], out, "--layers", "1"))  # other settings: extracted afresh
     assert calls == [("model/acted", 24)]
+    calls.clear()
+    tiny_export(export)  # re-exported into the same folder: its features are stale
+    benchmark.main(bench_args(export, [a / "acted"], out, "--layers", "1"))
+    assert calls == [("model/acted", 24)]
 
 
 def test_benchmark_bad_corpus_ends_before_extraction(tmp_path, capsys):

@@ -5,9 +5,9 @@ feature set (the model ``EXPORT``; with ``--baselines`` also 80-dim log-mel filt
 same architecture with random weights, the two references of the demo's report):
 
 1. **extract** the features once with ``e2v-extract``'s own code (:mod:`..inference.extract_cli`)
-   into ``DIR/features/<set>/<corpus>/``; ``extraction.json`` there records the settings (model,
-   layers, the manifest's SHA-1): a finished extraction is reused by a re-run, an interrupted one
-   resumes per utterance, one of other settings is replaced;
+   into ``DIR/features/<set>/<corpus>/``; ``extraction.json`` there records the settings (the
+   model and its files' sizes and times, layers, the manifest's SHA-1): a finished extraction is
+   reused by a re-run, an interrupted one resumes per utterance, one of other settings is replaced;
 2. **probe** with ``e2v-probe``'s code (:mod:`.probe_cli`): on the corpus's official folds when
    ``DEST/<split>.folds`` exists (:mod:`.folds`), else leave-one-group-out over ``DEST/<split>.group``;
    each probe's JSON goes to ``DIR/probe/<set>/<corpus>.json``;
@@ -118,6 +118,14 @@ def sha1(path: str) -> str:
     return h.hexdigest()
 
 
+def fingerprint(model: str) -> List[List[object]]:
+    """(name, bytes, mtime in ns) of a model file or of every file of an export folder: a re-export
+    into the same folder changes it, so stale features are not reused."""
+    files = ([model] if os.path.isfile(model) else
+             sorted(os.path.join(model, f) for f in os.listdir(model) if os.path.isfile(os.path.join(model, f))))
+    return [[os.path.basename(f), os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files]
+
+
 def extract(model: str, corpus: Corpus, out: str, args) -> str:
     """Features of ``corpus`` from ``model`` (an export, a checkpoint or ``fbank``) in ``out``, once:
     returns the stacked prefix. ``out/extraction.json`` records what is (being) extracted there
@@ -125,13 +133,17 @@ def extract(model: str, corpus: Corpus, out: str, args) -> str:
     means reused; unfinished and the same means e2v-extract resumes from the per-utterance files
     it finds; anything else (another model, layers or manifest) starts afresh."""
     prefix = os.path.join(out, corpus.name)
-    key = {"model": model if model == "fbank" else os.path.abspath(model), "manifest": os.path.abspath(corpus.tsv),
+    key = {"model": model if model == "fbank" else os.path.abspath(model),
+           "weights": None if model == "fbank" else fingerprint(model), "manifest": os.path.abspath(corpus.tsv),
            "manifest_sha1": sha1(corpus.tsv), "layers": None if model == "fbank" else args.layers,
            "utterances": corpus.utterances}
     record = os.path.join(out, "extraction.json")
     if os.path.isfile(record):
-        with open(record, encoding="utf-8") as f:
-            before = json.load(f)
+        try:
+            with open(record, encoding="utf-8") as f:
+                before = json.load(f)
+        except (OSError, ValueError):  # cut short by a crash: nothing there can be trusted
+            before = {}
         if before.get("key") == key and before.get("finished") and os.path.isfile(prefix + ".npy"):
             logger.info("%s: features of %s already extracted, reused", out, corpus.name)
             return prefix
