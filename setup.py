@@ -35,6 +35,7 @@ setup(
             "e2v-split-labels = manifests.split_labels:cli_main",
             "e2v-probe = emotion2vec_plugin.evaluation.probe_cli:cli_main",
             "e2v-curves = emotion2vec_plugin.evaluation.curves_cli:cli_main",
+            "e2v-benchmark = emotion2vec_plugin.evaluation.benchmark:cli_main",
             "e2v-export = emotion2vec_plugin.formats.export_cli:cli_main",
             "e2v-extract = emotion2vec_plugin.inference.extract_cli:cli_main",
             "e2v-predict = emotion2vec_plugin.inference.predict_cli:cli_main",

@@ -18,7 +18,7 @@ from emotion2vec_plugin.data.feature_store import save_stacked
 from emotion2vec_plugin.demo import corpus, report
 from emotion2vec_plugin.formats import export_cli as export
 from emotion2vec_plugin.inference import extract_cli as extract
-from emotion2vec_plugin.evaluation import probe_cli
+from emotion2vec_plugin.evaluation import benchmark, probe_cli
 from manifests import audio_manifest, labels, validate
 from tests.helpers import PLUGIN_DIR, RECIPES, venv_bin, write_corpus
 from tests.test_checkpoint_init import student_state
@@ -28,7 +28,7 @@ SCRIPTS = {
     "e2v-manifest": audio_manifest.cli_main, "e2v-validate-manifest": validate.cli_main,
     "e2v-labels": labels.cli_main, "e2v-probe": probe_cli.cli_main, "e2v-export": export.cli_main,
     "e2v-extract": extract.cli_main, "e2v-demo-corpus": corpus.cli_main, "e2v-demo-report": report.cli_main,
-    "e2v-synth-corpus": synth_corpus.cli_main,
+    "e2v-synth-corpus": synth_corpus.cli_main, "e2v-benchmark": benchmark.cli_main,
 }
 
 
@@ -100,6 +100,9 @@ CASES = [
     ("e2v-demo-report", ["{random.bin}"], "random.bin"),
     ("e2v-demo-report", ["{work}"], "pretrained.json"),
     ("e2v-synth-corpus", ["{random.bin}"], "random.bin"),
+    ("e2v-probe", ["{feats}", "{groups_3.group}", "--folds", "{a_folder}", "--quiet"], "groups_3.tsv"),
+    ("e2v-benchmark", ["fbank", "{data}/train", "--out", "{out}/b", "--quiet"], "train.emo"),
+    ("e2v-benchmark", ["fbank", "{a_folder}/x", "--out", "{out}/b", "--quiet"], "x.tsv"),
 ]
 
 

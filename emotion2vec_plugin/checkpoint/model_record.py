@@ -81,3 +81,16 @@ def check_head(state: Dict[str, torch.Tensor], labels: List[str], origin: str) -
     if rows != len(labels) or state["proj.bias"].shape[0] != rows:
         raise ExportFormatError(f"{origin}: the head has {rows} outputs but the label list has {len(labels)} classes "
                                 f"({labels[:10]}); the export and its label file do not belong together")
+
+
+def with_random_weights(record: ModelRecord, seed: int) -> ModelRecord:
+    """``record``'s encoder architecture with fresh weights drawn after ``torch.manual_seed(seed)``
+    (the "random weights" control of a probe comparison: ``e2v-export --random-init SEED`` and
+    ``e2v-benchmark --baselines``); the record is changed in place and returned. The same seed
+    gives the same weights."""
+    from ..modules.encoder import Emotion2vecEncoder
+
+    torch.manual_seed(seed)
+    record.state = Emotion2vecEncoder(record.encoder).state_dict()
+    record.meta.update(random_init=seed, num_updates=0)
+    return record

@@ -278,9 +278,16 @@ def train_probe(feats: FeatureSet, y: np.ndarray, train: np.ndarray, valid: np.n
                    "valid_UA": best["UA"] if best_state is not None else None}, frames
 
 
-def _fold_seed(seed: int, fold: int) -> int:
+def fold_seed(seed: int, fold: int) -> int:
     # independent streams per (seed, fold): seed 0 fold 1 must not equal seed 1 fold 0
     return int(np.random.SeedSequence([seed, fold]).generate_state(1)[0])
+
+
+def check_config(cfg: ProbeConfig) -> None:
+    """ProbeInputError on settings no probe can train with (showing them)."""
+    if cfg.batch_size < 1 or cfg.epochs < 1 or not 0 <= cfg.valid_fraction < 1:
+        raise ProbeInputError(f"batch size {cfg.batch_size}, epochs {cfg.epochs}, valid fraction "
+                              f"{cfg.valid_fraction}: expected batch size >= 1, epochs >= 1, 0 <= fraction < 1")
 
 
 def cross_validate(features: FeaturesLike, labels: Sequence[str], groups: Sequence[str], cfg: ProbeConfig,
@@ -307,9 +314,7 @@ def cross_validate(features: FeaturesLike, labels: Sequence[str], groups: Sequen
     if len(labels) != len(feats) or len(groups) != len(feats):
         raise ProbeInputError(f"{len(labels)} labels and {len(groups)} groups for {len(feats)} utterances of "
                               f"{feats.source}; expected one label and one group per utterance")
-    if cfg.batch_size < 1 or cfg.epochs < 1 or not 0 <= cfg.valid_fraction < 1:
-        raise ProbeInputError(f"batch size {cfg.batch_size}, epochs {cfg.epochs}, valid fraction "
-                              f"{cfg.valid_fraction}: expected batch size >= 1, epochs >= 1, 0 <= fraction < 1")
+    check_config(cfg)
     names, y = encode_labels(labels, ProbeInputError)
     group_arr = np.array(groups)
     fold_keys = sorted(set(groups))
@@ -318,32 +323,48 @@ def cross_validate(features: FeaturesLike, labels: Sequence[str], groups: Sequen
                               f"(sessions or speakers); give the groups file one fold key per utterance")
     folds = []
     for k, g in enumerate(tqdm(fold_keys, desc="probe folds", unit="fold", disable=not progress)):
-        seed = _fold_seed(cfg.seed, k)
+        seed = fold_seed(cfg.seed, k)
         test = np.flatnonzero(group_arr == g)
         train, valid = split_validation(np.flatnonzero(group_arr != g), y, cfg.valid_fraction,
                                         np.random.default_rng(seed))
-        unseen = sorted(set(names) - {names[c] for c in y[train]})
-        if unseen:
-            logger.warning("fold %r: classes %s have no training utterance; the probe cannot predict them", g, unseen)
-        model, info, frames = train_probe(feats, y, train, valid, len(names), cfg, seed)
-        pred = predict_logits(model, frames, test, cfg.batch_size, torch.device(cfg.device)).argmax(dim=-1).numpy()
-        fold = {"group": g, "n_train": len(train), "n_valid": len(valid), "n_test": len(test), **info,
-                **compute_metrics(y[test], pred, names)}
-        logger.info("fold %s: %d test utterances, WA %.4f UA %.4f macro_f1 %.4f weighted_f1 %.4f (best epoch %d "
-                    "of %d)", g, len(test), fold[WA], fold[UA], fold[MACRO_F1], fold[WEIGHTED_F1], info["best_epoch"],
-                    info["epochs_run"])
-        folds.append(fold)
+        folds.append(probe_fold(feats, y, names, g, train, valid, test, cfg, seed))
+    return assemble_result(feats, y, names, folds, cfg)
+
+
+def probe_fold(feats: FeatureSet, y: np.ndarray, names: Sequence[str], fold_name: str, train: np.ndarray,
+               valid: np.ndarray, test: np.ndarray, cfg: ProbeConfig, seed: int) -> dict:
+    """Train on utterances ``train`` (early stopping on ``valid``, see :func:`train_probe`) and score
+    ``test``: one fold's JSON record (``group`` = ``fold_name``, sizes, best epoch, the
+    :data:`~.metrics.METRICS` and the confusion matrix). ``y`` [N]: class index per utterance of
+    ``feats``; ``names``: the class names."""
+    unseen = sorted(set(names) - {names[c] for c in y[train]})
+    if unseen:
+        logger.warning("fold %r: classes %s have no training utterance; the probe cannot predict them",
+                       fold_name, unseen)
+    model, info, frames = train_probe(feats, y, train, valid, len(names), cfg, seed)
+    pred = predict_logits(model, frames, test, cfg.batch_size, torch.device(cfg.device)).argmax(dim=-1).numpy()
+    fold = {"group": fold_name, "n_train": len(train), "n_valid": len(valid), "n_test": len(test), **info,
+            **compute_metrics(y[test], pred, names)}
+    logger.info("fold %s: %d test utterances, WA %.4f UA %.4f macro_f1 %.4f weighted_f1 %.4f (best epoch %d "
+                "of %d)", fold_name, len(test), fold[WA], fold[UA], fold[MACRO_F1], fold[WEIGHTED_F1],
+                info["best_epoch"], info["epochs_run"])
+    return fold
+
+
+def assemble_result(feats: FeatureSet, y: np.ndarray, names: Sequence[str], folds: List[dict],
+                    cfg: ProbeConfig) -> dict:
+    """The JSON-ready result of a cross-validation from its folds (see :func:`cross_validate`)."""
     summary = fold_summary(folds, METRICS)
     total = np.sum([f["confusion"]["matrix"] for f in folds], axis=0).tolist()
     return {
         "config": asdict(cfg),
-        "labels": names,
+        "labels": list(names),
         "label_counts": {n: int((y == c).sum()) for c, n in enumerate(names)},
         "num_utterances": len(feats),
         "feature_dim": feats.dim,
         "folds": folds,
         "summary": summary,
-        "confusion_total": {"labels": names, "rows": "true", "cols": "predicted", "matrix": total},
+        "confusion_total": {"labels": list(names), "rows": "true", "cols": "predicted", "matrix": total},
     }
 
 

@@ -1,6 +1,6 @@
 """Plots of probe results as PNG (matplotlib's Agg canvas, no pyplot state): the t-SNE of
 utterance embeddings (``e2v-probe --plot``) and a confusion-matrix heat map (``e2v-probe
---confusion-plot``, ``e2v-predict``)."""
+--confusion-plot``, ``e2v-predict``) and the UA bars of ``e2v-benchmark``."""
 
 import os
 from typing import Dict, Sequence
@@ -73,3 +73,33 @@ def _savefig(fig, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
 
+
+
+def plot_benchmark(rows: Sequence[Dict[str, object]], path: str, title: str = "e2v-benchmark") -> None:
+    """Bar chart of UA per corpus (mean ± std over folds, %), one bar per feature set: the rows of
+    ``e2v-benchmark``'s ``results.json`` (``corpus``, ``features``, ``UA`` {mean, std}, ``folds``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    corpora = list(dict.fromkeys(str(r["corpus"]) for r in rows))
+    sets = list(dict.fromkeys(str(r["features"]) for r in rows))
+    width = 0.8 / max(1, len(sets))
+    fig = Figure(figsize=(max(4.5, 1.3 * len(corpora) * max(1, len(sets)) ** 0.5 + 2), 3.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for k, name in enumerate(sets):
+        xs, means, stds = [], [], []
+        for c, corpus in enumerate(corpora):
+            row = next((r for r in rows if r["corpus"] == corpus and r["features"] == name), None)
+            if row is not None:
+                xs.append(c - 0.4 + width * (k + 0.5))
+                means.append(100 * row["UA"]["mean"])
+                stds.append(100 * row["UA"]["std"])
+        ax.bar(xs, means, width, yerr=stds, capsize=3, color=f"C{k % 10}", label=name)
+    ax.set_xticks(range(len(corpora)), corpora, rotation=20 if len(corpora) > 4 else 0)
+    ax.set_ylabel("UA (%), mean ± std over folds")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _savefig(fig, path)

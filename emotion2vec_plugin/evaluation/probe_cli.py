@@ -12,6 +12,12 @@ checks that they agree, and runs
   ``--folds``-fold without ``--groups``): the probe run during pretraining (``task.probe_data``),
   offline; WA and UA.
 
+``--folds DEST/<split>.folds`` probes on a corpus's official folds instead (:mod:`.folds`): each
+fold's train rows are trained on, its valid rows (where the corpus gives them) select the epoch,
+its test rows are scored; the fold rows are mapped to the features by relpath through the main
+split ``DEST/<split>.tsv`` next to the labels. Per fold and mean ± std as above (the linear probe
+adds macro- and weighted-F1 there).
+
 ``--no-standardize`` feeds the MLP the raw features, as the official recipe does (default: per
 dimension standardised with each fold's training statistics). ``--normalize-per-group`` first
 z-scores every dimension with the mean / std of the utterance's own group (speaker or session;
@@ -29,7 +35,7 @@ import logging
 import os
 import sys
 from dataclasses import replace
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -37,7 +43,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ..cli import COMMON_INPUT_ERRORS, describe, fail
 from ..data.feature_store import FeatureFormatError, FeatureSet, load_features
 from ..data.label_files import LabelFileError, read_column_file
-from .linear_probe import LinearProbeError, linear_probe_cv
+from ..data.manifest import read_manifest
+from .folds import SCHEME, linear_official_folds, probe_official_folds, read_folds
+from .linear_probe import LinearProbeError, linear_probe_cv, per_group_standardize
 from .metrics import METRICS, TITLES
 from .mlp_probe import ProbeConfig, ProbeInputError, cross_validate, merge_seed_runs
 from .plots import plot_confusion, plot_embeddings
@@ -60,6 +68,11 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def fold_spec(text: str) -> Union[int, str]:
+    """``--folds``: an integer k (stratified k-fold of the linear probe) or a folds folder."""
+    return int(text) if text.strip().isdigit() else text
+
+
 def get_parser() -> argparse.ArgumentParser:
     d = ProbeConfig()
     p = argparse.ArgumentParser(
@@ -80,7 +93,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize-per-group", action="store_true",
                    help="z-score features per group (speaker normalisation) before the probe: frames with their "
                         "group's frame statistics (mlp), utterance vectors with their group's (linear)")
-    p.add_argument("--folds", type=int, default=5, help="linear probe without --groups: stratified k-fold k")
+    p.add_argument("--folds", type=fold_spec, default=5, metavar="DIR|K",
+                   help="DEST/<split>.folds: probe on the corpus's official folds (fold_K/{train,[valid,]test}.{tsv,"
+                        "emo}; rows matched by relpath to DEST/<split>.tsv next to LABELS; valid selects the epoch, "
+                        "else --valid-fraction of train is held out); an integer k: the linear probe's stratified "
+                        "k-fold without --groups (default 5)")
     p.add_argument("--out", default=None, help="write the results JSON here")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--patience", type=int, default=d.patience,
@@ -115,10 +132,12 @@ def main(args: argparse.Namespace) -> dict:
     if getattr(args, "threads", 0) > 0:
         torch.set_num_threads(args.threads)
     labels = read_column_file(args.labels, "labels")
+    folds_dir = args.folds if isinstance(getattr(args, "folds", None), str) else None
     if args.groups is None:
-        if getattr(args, "probe", "mlp") == "mlp" or args.normalize_per_group:
-            raise ProbeInputError("--groups is required by the mlp probe and by --normalize-per-group (one session "
-                                  "or speaker per line); the linear probe runs k-fold without it")
+        if (getattr(args, "probe", "mlp") == "mlp" and folds_dir is None) or args.normalize_per_group:
+            raise ProbeInputError("--groups is required by the mlp probe without --folds DIR and by "
+                                  "--normalize-per-group (one session or speaker per line); the linear probe runs "
+                                  "k-fold without it")
         groups = None
     else:
         groups = read_column_file(args.groups, "groups")
@@ -134,13 +153,13 @@ def main(args: argparse.Namespace) -> dict:
                 f"were extracted from: regenerate {what} from that manifest, or re-extract the features")
     logger.info("features: %s; %s groups, labels %s", feats.describe(), len(set(groups)) if groups else "no",
                 sorted(set(labels)))
+    if folds_dir is not None:
+        return _folds_main(args, feats, labels, groups, folds_dir)
     if getattr(args, "probe", "mlp") == "linear":
         return _linear_main(args, feats, labels, groups)
     if args.normalize_per_group:
         feats = zscore_per_group(feats, groups)
-    cfg = ProbeConfig(hidden=args.hidden, epochs=args.epochs, patience=args.patience, lr=args.lr,
-                      batch_size=args.batch_size, optimizer=args.optimizer, valid_fraction=args.valid_fraction,
-                      standardize=args.standardize, seed=args.seed, device=args.device)
+    cfg = _config(args)
     seeds = args.seeds or [args.seed]
     runs = [cross_validate(feats, labels, groups, replace(cfg, seed=s), progress=not args.quiet) for s in seeds]
     result = runs[0] if len(runs) == 1 else merge_seed_runs(runs)
@@ -155,6 +174,54 @@ def main(args: argparse.Namespace) -> dict:
         plot_confusion(result["confusion_total"], args.confusion_plot,
                        title=f"confusion, {len(result['folds'])} folds summed (rows: true)")
         logger.info("wrote %s", args.confusion_plot)
+    return result
+
+
+def _config(args) -> ProbeConfig:
+    return ProbeConfig(hidden=args.hidden, epochs=args.epochs, patience=args.patience, lr=args.lr,
+                       batch_size=args.batch_size, optimizer=args.optimizer, valid_fraction=args.valid_fraction,
+                       standardize=args.standardize, seed=args.seed, device=args.device)
+
+
+def _folds_main(args, feats: FeatureSet, labels: List[str], groups: Optional[List[str]], folds_dir: str) -> dict:
+    """``--folds DIR``: the probe on each official fold (:mod:`.folds`)."""
+    stem = args.labels[: -len(".emo")] if args.labels.endswith(".emo") else os.path.splitext(args.labels)[0]
+    main_tsv = stem + ".tsv"
+    if not os.path.isfile(main_tsv):
+        raise ProbeInputError(f"{main_tsv}: not found; --folds matches fold rows by relpath to the main split "
+                              f"DEST/<split>.tsv next to the labels {args.labels} (as e2v-labels writes them)")
+    main = read_manifest(main_tsv, check_root=False)
+    if len(main) != len(labels):
+        raise ProbeInputError(f"{main_tsv} lists {len(main)} utterances but {args.labels} has {len(labels)} labels; "
+                              f"both must come from one e2v-labels run, one line per utterance")
+    if feats.names is not None and list(feats.names) != list(main.names):
+        i = next(i for i, (a, b) in enumerate(zip(feats.names, main.names)) if a != b)
+        raise ProbeInputError(f"{feats.source}:{i + 1}: utterance {feats.names[i]!r} but {main.where(i)} is "
+                              f"{main.names[i]!r}; the features must be extracted from {main_tsv}, in its order")
+    folds = read_folds(folds_dir, main, labels, args.labels)
+    inputs = {**_inputs(args), "folds": os.path.abspath(folds_dir), "manifest": os.path.abspath(main_tsv)}
+    if getattr(args, "probe", "mlp") == "linear":
+        x = feats.utterance_means()
+        if args.normalize_per_group:
+            x = per_group_standardize(x, groups)
+        result = linear_official_folds(x, labels, folds)
+        result.update(probe="linear", normalize_per_group=bool(args.normalize_per_group),
+                      num_utterances=len(feats), feature_dim=feats.dim, inputs=inputs)
+        _write_json(result, args.out)
+        return result
+    if args.normalize_per_group:
+        feats = zscore_per_group(feats, groups)
+    cfg = _config(args)
+    runs = [probe_official_folds(feats, labels, folds, replace(cfg, seed=s), progress=not args.quiet)
+            for s in (args.seeds or [args.seed])]
+    result = runs[0] if len(runs) == 1 else merge_seed_runs(runs)
+    result.update(probe="mlp", normalize_per_group=bool(args.normalize_per_group), inputs=inputs)
+    _write_json(result, args.out)
+    if args.confusion_plot:
+        plot_confusion(result["confusion_total"], args.confusion_plot,
+                       title=f"confusion, {len(result['folds'])} {SCHEME} summed (rows: true)")
+    if args.plot:
+        plot_embeddings(feats.utterance_means(), labels, args.plot, args.seed)
     return result
 
 
@@ -185,14 +252,17 @@ def _linear_main(args, feats: FeatureSet, labels: List[str], groups: Optional[Li
 
 
 def format_linear_table(result: dict) -> str:
-    """Per-fold UA/WA and mean ± std of a linear-probe result (percent)."""
+    """Per-fold scores and mean ± std of a linear-probe result (percent): WA and UA, plus the F1s
+    where the result has them (official folds)."""
+    metrics = [m for m in METRICS if m in result["summary"]]
+    cols = [(m, max(6, len(TITLES[m]))) for m in metrics]  # (metric, column width)
     width = max(12, *(len(f["group"]) for f in result["folds"]))
-    lines = [f"{'fold':<{width}} {'n':>5} {'WA':>6} {'UA':>6}"]
+    lines = [f"{'fold':<{width}} {'n':>5} " + " ".join(f"{TITLES[m]:>{w}}" for m, w in cols)]
     for f in result["folds"]:
-        lines.append(f"{f['group']:<{width}} {f['n_test']:>5} {100 * f['WA']:6.2f} {100 * f['UA']:6.2f}")
+        lines.append(f"{f['group']:<{width}} {f['n_test']:>5} " + " ".join(f"{100 * f[m]:{w}.2f}" for m, w in cols))
     s = result["summary"]
     lines.append(f"{'mean ± std':<{width}} {result['num_utterances']:>5} "
-                 + "  ".join(f"{m} {100 * s[m]['mean']:.2f} ± {100 * s[m]['std']:.2f}" for m in ("WA", "UA")))
+                 + "  ".join(f"{TITLES[m]} {100 * s[m]['mean']:.2f} ± {100 * s[m]['std']:.2f}" for m in metrics))
     return "\n".join(lines)
 
 

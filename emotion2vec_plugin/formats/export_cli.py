@@ -12,14 +12,11 @@ import argparse
 import logging
 from typing import List, Optional
 
-import torch
-
 from ..checkpoint.fairseq_checkpoint import (is_classifier_checkpoint, read_classifier_checkpoint,
                                              read_encoder_checkpoint)
-from ..checkpoint.model_record import ExportFormatError, ModelRecord
+from ..checkpoint.model_record import ExportFormatError, ModelRecord, with_random_weights
 from ..checkpoint.safe_load import load_checkpoint
 from ..cli import run_main
-from ..modules.encoder import Emotion2vecEncoder
 from . import FORMATS
 
 logger = logging.getLogger(__name__)
@@ -51,9 +48,7 @@ def read_checkpoint(path: str, trust: bool = False, random_init: Optional[int] =
         return read_classifier_checkpoint(path, trust, ckpt)
     record = read_encoder_checkpoint(path, trust, ckpt)
     if random_init is not None:
-        torch.manual_seed(random_init)
-        record.state = Emotion2vecEncoder(record.encoder).state_dict()
-        record.meta.update(random_init=random_init, num_updates=0)
+        with_random_weights(record, random_init)
     return record
 
 
