@@ -320,6 +320,15 @@ def write_skipped(path: str, root: str, results: Iterable[Result]) -> None:
                 f.write(f"{where}\t{r.reason}\t{r.detail}\n")
 
 
+def log_unreadable(root: str, results: Sequence[Result], listed_in: str, limit: int = 20) -> None:
+    """One warning per file the decoder could not read (its reason), the first ``limit`` of them."""
+    bad = [r for r in results if r.reason in ("unreadable", "empty")]
+    for r in bad[:limit]:
+        logger.warning("%s: skipped (%s): %s", os.path.join(root, r.rel), r.reason, r.detail)
+    if len(bad) > limit:
+        logger.warning("... and %d more unreadable or empty file(s), all in %s", len(bad) - limit, listed_in)
+
+
 def summarise(results: Sequence[Result]) -> Dict[str, object]:
     """Counts for a summary: found, kept, linked, converted (reused), skipped per reason, hours kept."""
     actions = Counter(r.action for r in results)
@@ -400,6 +409,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     write_manifest(os.path.join(args.dest, "valid.tsv"), manifest_root, valid)
     for reason, count in summary["skipped"].items():
         logger.info("skipped %d file(s): %s", count, reason)
+    log_unreadable(root, results, skipped_path)
     summary.update(train=len(train), valid=len(valid), root=manifest_root, dest=os.path.abspath(args.dest),
                    skipped_list=skipped_path)
     return summary

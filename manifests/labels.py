@@ -56,7 +56,8 @@ from typing import Callable, Dict, List, Optional
 from emotion2vec_plugin.cli import run_main
 from emotion2vec_plugin.data.manifest import TextFileError, read_utf8
 
-from .audio_manifest import ManifestToolError, check_files, summarise, write_manifest, write_skipped
+from .audio_manifest import (ManifestToolError, check_files, log_unreadable, summarise, write_manifest,
+                             write_skipped)
 from .corpora import READERS
 from .corpora.base import Corpus, Item, LabelError, require_audio as _require_audio
 from .folds import plan_folds, remove_stale, write_folds
@@ -328,10 +329,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         os.remove(stem + ".unmatched.tsv")
     kept = [(result, item) for result, item in zip(results, items) if result.ok]
     counts = summarise(results)
-    for result in results:
-        if not result.ok and result.reason == "unreadable":
-            logger.warning("%s: skipped: %s; re-download it (it is listed in %s.skipped.tsv)",
-                           os.path.join(base, result.rel), result.detail, stem)
+    log_unreadable(base, results, stem + ".skipped.tsv")
     if not kept:
         hint = " (RAVDESS is 48 kHz: add --resample-to OUT)" if "needs resampling" in counts["skipped"] else ""
         raise LabelError(f"all {len(items)} labelled files were skipped ({counts['skipped']}){hint}; "
