@@ -215,3 +215,37 @@ def test_bad_input_is_one_line_and_nothing_half_written(tmp_path, capsys):
     summary = run_labels("mead", tmp_path / "MEAD", tmp_path / "d5", "--resample-to", str(tmp_path / "o5"))
     assert summary["utterances"] == 4 and summary["skipped"] == {"unreadable": 1, "empty": 1}
     assert not list((tmp_path / "o5").rglob("*.tmp*")) and not (tmp_path / "o5/M003/audio/angry/level_1/001.wav").exists()
+
+
+def test_paper_recipe_stages(tmp_path):
+    """recipes/corpora/paper.sh on the five tiny layouts: mirror, manifests, training command, folds; a stage re-runs alone."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    iemocap_corpus(tmp_path / "IEMOCAP_full_release", IEMOCAP_ROWS)
+    (tmp_path / "IEMOCAP_full_release/Session1/dialog/wav").mkdir(parents=True)
+    layouts.write_wav(tmp_path / "IEMOCAP_full_release/Session1/dialog/wav/Ses01F_impro01.wav", 1.0)  # not pretrained on
+    layouts.meld_tree(tmp_path / "MELD.Raw")
+    folds_py = layouts.mosei_tree(tmp_path / "mosei")
+    layouts.msppodcast_tree(tmp_path / "msp")
+    layouts.mead_tree(tmp_path / "MEAD")
+    work = tmp_path / "work"
+    cmd = ["bash", str(repo / "recipes/corpora/paper.sh"), "--iemocap", str(tmp_path / "IEMOCAP_full_release"),
+           "--meld", str(tmp_path / "MELD.Raw"), "--mosei", str(tmp_path / "mosei"), "--msppodcast", str(tmp_path / "msp"),
+           "--mead", str(tmp_path / "MEAD"), "--mosei-folds", str(folds_py), "--work", str(work), "--workers", "1",
+           "--weights", "1:1:2:1:1"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    hours = [line.split("\t") for line in (work / "manifests/hours.tsv").read_text().splitlines()[1:]]
+    n_iemocap = sum(len(rows) for rows in IEMOCAP_ROWS.values())  # every utterance, labelled or not
+    assert [(c, int(n)) for c, n, _ in hours] == [("iemocap", n_iemocap), ("meld", 9), ("mosei", 6), ("msppodcast", 8),
+                                                  ("mead", 6)]
+    train = read_manifest(str(work / "manifests/iemocap/train.tsv"))
+    assert not any("dialog" in n for n in train.names)
+    script = (work / "pretrain.sh").read_text()
+    assert "task.data_weights=1:1:2:1:1" in script and f"{work}/manifests/iemocap:{work}/manifests/meld:" in script
+    for corpus, n_folds in (("iemocap", len(IEMOCAP_ROWS)), ("meld", 1), ("mosei", 1), ("msppodcast", 1)):
+        assert len(os.listdir(work / "labels" / f"{corpus}.folds")) == n_folds
+    os.remove(work / ".done.manifests")
+    again = subprocess.run(cmd + ["--stage", "2", "--stop-stage", "2"], capture_output=True, text=True)
+    assert again.returncode == 0 and "stage 2 manifests" in again.stdout and "stage 1" not in again.stdout
