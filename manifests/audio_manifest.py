@@ -324,7 +324,8 @@ def log_unreadable(root: str, results: Sequence[Result], listed_in: str, limit: 
     """One warning per file the decoder could not read (its reason), the first ``limit`` of them."""
     bad = [r for r in results if r.reason in ("unreadable", "empty")]
     for r in bad[:limit]:
-        logger.warning("%s: skipped (%s): %s", os.path.join(root, r.rel), r.reason, r.detail)
+        logger.warning("%s: skipped (%s): %s; re-download or re-extract it", os.path.join(root, r.rel), r.reason,
+                       r.detail)
     if len(bad) > limit:
         logger.warning("... and %d more unreadable or empty file(s), all in %s", len(bad) - limit, listed_in)
 

@@ -68,7 +68,8 @@ MELD_FOLDERS = {"train": "train_splits", "dev": "dev_splits_complete", "test": "
 
 
 def meld_tree(root: Path, emobox_style: bool = False) -> Dict[str, object]:
-    """``MELD.Raw`` with the three CSVs (curly quotes, both time forms, a quoted line break) and the clips."""
+    """``MELD.Raw`` with the three CSVs (curly quotes, both time forms, a quoted line break) and the clips;
+    ``emobox_style``: the train CSV in ``train/`` and every tarball extracted into its own folder."""
     lines: Dict[str, List[str]] = {p: [MELD_HEADER] for p in MELD_FOLDERS}
     for k, (part, dia, utt, speaker, emo, sent, ch) in enumerate(MELD_ROWS):
         start = "00:16:16,059" if k % 2 else "0:13:40,766"
@@ -76,7 +77,11 @@ def meld_tree(root: Path, emobox_style: bool = False) -> Dict[str, object]:
         lines[part].append(f'{k + 1},"{text}",{speaker},{emo},{sent},{dia},{utt},3,19,"{start}","0:13:42,100"')
         if (dia, utt) == (2, 0):
             continue  # the row without a file
-        clip = root / (("train/" if emobox_style and part == "train" else "") + MELD_FOLDERS[part]) / f"dia{dia}_utt{utt}.mp4"
+        # the variant: each tarball extracted into its own folder (train/train_splits ...), and test clips
+        # named final_videos_testdia<D>_utt<U>.mp4
+        folder = (f"{part}/" if emobox_style else "") + MELD_FOLDERS[part]
+        name = ("final_videos_test" if emobox_style and part == "test" else "") + f"dia{dia}_utt{utt}.mp4"
+        clip = root / folder / name
         x = tone(0.25, 48000, 200.0 + 40 * k)
         write_aac(clip, np.stack([x * (0.5 + 0.1 * c) for c in range(ch)]), 48000)
         if (dia, utt) == (125, 3):
@@ -86,7 +91,8 @@ def meld_tree(root: Path, emobox_style: bool = False) -> Dict[str, object]:
         folder = root / "train" if emobox_style and part == "train" else root
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{part}_sent_emo.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return {"rows": len(MELD_ROWS), "kept": len(MELD_ROWS) - 2, "nomoov": "train_splits/dia125_utt3.mp4"}
+    (root / "train_splits" / "._dia0_utt0.mp4").write_bytes(b"\x00\x05\x16\x07")  # a macOS resource fork
+    return {"rows": len(MELD_ROWS), "kept": len(MELD_ROWS) - 2}
 
 
 # --------------------------------------------------------------------------------------------- MSP-Podcast

@@ -95,7 +95,8 @@ def test_meld_from_its_raw_layout(tmp_path):
         assert summary["downmixed"] == expect["kept"] and summary["skipped"] == {"unreadable": 1}
         assert "moov atom not found" in (dest / "x.skipped.tsv").read_text()
         unmatched = (dest / "x.unmatched.tsv").read_text().splitlines()
-        assert len(unmatched) == 2 and "no clip dia2_utt0.mp4" in unmatched[0] and "dia9_utt9.mp4" in unmatched[1]
+        assert len(unmatched) == 3 and "no clip dia2_utt0.mp4" in unmatched[0] and "dia9_utt9.mp4" in unmatched[1]
+        assert "._dia0_utt0.mp4\tnot a MELD clip" in unmatched[2]
         assert sorted(set(emo)) == ["anger", "disgust", "fear", "joy", "neutral", "sadness"]
         assert "The Interviewer" in group
         folds = check_folds(dest, 1, with_valid=True)["fold_1"]

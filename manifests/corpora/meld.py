@@ -9,7 +9,9 @@ Layout, from MELD's README and its ``MELD.Raw.tar.gz``:
 * media: ``dia{D}_utt{U}.mp4`` in ``train_splits/``, ``dev_splits_complete/`` and
   ``output_repeated_splits_test/`` (some copies of the test clips are named
   ``final_videos_testdia{D}_utt{U}.mp4``), wherever they are under ROOT (the tarballs are
-  extracted in place; EmoBox keeps ``train/train_sent_emo.csv`` and ``train/train_splits/``).
+  extracted in place, so ``MELD.Raw/train/train_splits/``, ``MELD.Raw/dev/dev_splits_complete/`` ... are
+  as common as ``MELD.Raw/train_splits/``; EmoBox keeps ``train/train_sent_emo.csv``). Of two
+  copies of a CSV the shallowest is read. macOS ``._*`` files are not clips.
   The audio is 48 kHz, 2 or 6 channels, AAC: convert with ``--resample-to``.
 
 Rows without a file and files without a row are counted and listed in
@@ -28,7 +30,7 @@ SENTIMENTS = ("neutral", "positive", "negative")
 PARTITIONS = {"train": TRAIN, "dev": VALID, "test": TEST}
 MEDIA_FOLDERS = {"train_splits": "train", "dev_splits_complete": "dev", "output_repeated_splits_test": "test"}
 COLUMNS = ("Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "StartTime", "EndTime")
-_CLIP = re.compile(r"(?:final_videos_test)?dia(\d+)_utt(\d+)\.mp4")
+_CLIP = re.compile(r"(?:final_videos_test_?)?dia(\d+)_utt(\d+)\.mp4")
 _TIME = re.compile(r"\d{1,2}:\d{2}:\d{2}[,.]\d{1,3}")
 
 
