@@ -232,6 +232,10 @@ DATASETS: Dict[str, Callable[[str, argparse.Namespace], Corpus]] = {
     "iemocap": _iemocap_sessions, "ravdess": _plain(ravdess), "cremad": _plain(cremad), "esd": _plain(esd),
     "csv": _plain(from_csv), **READERS,
 }
+# dataset-specific options -> the datasets that read them
+OPTION_DATASETS = {"target": ("meld", "mosei"), "folds_file": ("mosei",), "csd": ("mosei",),
+                   "audio_root": ("emobox",), "raw_labels": ("emobox",), "keep_other": ("msppodcast",),
+                   "skip_missing": ("msppodcast", "mosei", "emobox")}
 # datasets whose labels address spans of longer files, or whose media fairseq cannot read
 NEED_RESAMPLE_TO = {"mosei": "its labels are spans of the full-video wavs, each cut into its own wav",
                     "meld": "its clips are mp4 (AAC, 48 kHz, up to 6 channels)", "mead": "its audio is AAC in m4a"}
@@ -305,6 +309,10 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         LabelError: unknown dataset, no labelled utterance, a label pointing to a missing file,
             a bad labels file (named with its line), or every file skipped.
     """
+    for option, datasets in OPTION_DATASETS.items():
+        value = getattr(args, option, None)
+        if value not in (None, False) and args.dataset not in datasets:
+            raise LabelError(f"--{option.replace('_', '-')} is for {', '.join(datasets)}, not {args.dataset}; leave it out")
     corpus = read_corpus(args.dataset, args.root, args)
     items = corpus.items
     if args.resample_to is None and args.dataset in NEED_RESAMPLE_TO:
@@ -331,7 +339,8 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     counts = summarise(results)
     log_unreadable(base, results, stem + ".skipped.tsv")
     if not kept:
-        hint = " (RAVDESS is 48 kHz: add --resample-to OUT)" if "needs resampling" in counts["skipped"] else ""
+        hint = (" (audio that is not 16 kHz mono wav, e.g. RAVDESS's 48 kHz or EmoBox's downloads, needs "
+                "--resample-to OUT)" if "needs resampling" in counts["skipped"] else "")
         raise LabelError(f"all {len(items)} labelled files were skipped ({counts['skipped']}){hint}; "
                          f"reasons per file in {stem}.skipped.tsv")
     root = os.path.abspath(args.resample_to or base)

@@ -39,6 +39,29 @@ def write_aac(path: Path, channels: np.ndarray, rate: int) -> None:
             container.mux(packet)
 
 
+def write_av(path: Path, codec: str, mono: np.ndarray, rate: int) -> None:
+    """Stereo ``mono``/``-mono`` with PyAV in the container of ``path``'s extension (webm: libopus, avi: pcm_s16le)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate, layout="stereo")
+        size = stream.codec_context.frame_size or 1024
+        packed = codec.startswith("pcm_s16")
+        for i in range(0, len(mono), size):
+            chunk = np.stack([mono[i:i + size], -mono[i:i + size]])
+            if packed:
+                frame = av.AudioFrame.from_ndarray((chunk.T.reshape(1, -1) * 32767).astype(np.int16), format="s16",
+                                                   layout="stereo")
+            else:
+                frame = av.AudioFrame.from_ndarray(chunk.T.reshape(1, -1).copy(), format="flt", layout="stereo")
+            frame.sample_rate, frame.pts = rate, i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
 def write_wav(path: Path, seconds: float = 0.3, rate: int = 16000, freq: float = 220.0) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     x = tone(seconds, rate, freq)

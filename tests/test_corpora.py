@@ -62,12 +62,14 @@ def test_manifest_finds_and_converts_compressed_media(tmp_path):
     layouts.write_aac(root / "train" / "dia125_utt3.mp4", np.stack([x, x]), 48000)
     layouts.without_moov(root / "train" / "dia125_utt3.mp4")
     (root / "b" / "zero.m4a").write_bytes(b"")
+    layouts.write_av(root / "c" / "opus.webm", "libopus", x, 48000)  # 0.5 s each
+    layouts.write_av(root / "c" / "pcm.avi", "pcm_s16le", x, 44100)
     layouts.write_wav(root / "b" / "plain.wav", 0.3)
     argv = [str(root), "--dest", str(dest), "--valid-percent", "0", "--quiet"]
     without = audio_manifest.main(audio_manifest.get_parser().parse_args(argv))
-    assert without["kept"] == 1 and without["skipped"] == {"unreadable": 1, "empty": 1, "needs resampling": 3}
+    assert without["kept"] == 1 and without["skipped"] == {"unreadable": 1, "empty": 1, "needs resampling": 5}
     summary = audio_manifest.main(audio_manifest.get_parser().parse_args(argv + ["--resample-to", str(out)]))
-    assert (summary["found"], summary["kept"], summary["converted"], summary["downmixed"]) == (6, 4, 3, 2)
+    assert (summary["found"], summary["kept"], summary["converted"], summary["downmixed"]) == (8, 6, 5, 4)
     skipped = {line.split("\t")[0]: line.split("\t") for line in (dest / "skipped.tsv").read_text().splitlines()}
     nomoov = skipped[str(root / "train" / "dia125_utt3.mp4")]
     assert nomoov[1] == "unreadable" and "moov atom not found" in nomoov[2]
@@ -80,7 +82,9 @@ def test_manifest_finds_and_converts_compressed_media(tmp_path):
     assert rms(six) == pytest.approx(0.3 / 6 / np.sqrt(2), rel=0.1)  # mean of 6 channels, one of them x
     assert not list(out.rglob("*.tmp*"))
     again = audio_manifest.main(audio_manifest.get_parser().parse_args(argv + ["--resample-to", str(out)]))
-    assert (again["converted"], again["reused"]) == (3, 3)
+    assert (again["converted"], again["reused"]) == (5, 5)
+    assert abs(sf.info(out / "c" / "opus.wav").frames - 8000) < 400  # 0.5 s, give or take the codec's padding
+    assert abs(sf.info(out / "c" / "pcm.wav").frames - int(len(x) / 44100 * 16000)) < 400
     assert (dest / "train.tsv").read_text().splitlines()[1:] == sorted(
         (dest / "train.tsv").read_text().splitlines()[1:])
 
