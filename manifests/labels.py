@@ -339,8 +339,8 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     counts = summarise(results)
     log_unreadable(base, results, stem + ".skipped.tsv")
     if not kept:
-        hint = (" (audio that is not 16 kHz mono wav, e.g. RAVDESS's 48 kHz or EmoBox's downloads, needs "
-                "--resample-to OUT)" if "needs resampling" in counts["skipped"] else "")
+        hint = (" (for audio that is not 16 kHz mono wav, e.g. RAVDESS's 48 kHz or EmoBox's downloads, "
+                "add --resample-to OUT)" if "needs resampling" in counts["skipped"] else "")
         raise LabelError(f"all {len(items)} labelled files were skipped ({counts['skipped']}){hint}; "
                          f"reasons per file in {stem}.skipped.tsv")
     root = os.path.abspath(args.resample_to or base)
