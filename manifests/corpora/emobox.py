@@ -42,6 +42,9 @@ def read_jsonl(path: str) -> List[Tuple[str, dict]]:
                              f"JSON object: re-download EmoBox's data/ folder") from None
         if not isinstance(entry, dict) or not all(k in entry for k in ("key", "wav", "emo")):
             raise LabelError(f"{where}: expected an object with at least key, wav and emo; got {line.strip()[:120]}")
+        if entry.get("type", "raw") != "raw":
+            raise LabelError(f"{where}: type {entry.get('type')!r}; only EmoBox's raw (audio) entries can be listed, not "
+                             f"precomputed features")
         try:
             float(entry.get("num_frame", 0))
         except (TypeError, ValueError):
