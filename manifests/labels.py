@@ -313,10 +313,10 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         value = getattr(args, option, None)
         if value not in (None, False) and args.dataset not in datasets:
             raise LabelError(f"--{option.replace('_', '-')} is for {', '.join(datasets)}, not {args.dataset}; leave it out")
-    corpus = read_corpus(args.dataset, args.root, args)
-    items = corpus.items
     if args.resample_to is None and args.dataset in NEED_RESAMPLE_TO:
         raise LabelError(f"{args.dataset} needs --resample-to OUT: {NEED_RESAMPLE_TO[args.dataset]}")
+    corpus = read_corpus(args.dataset, args.root, args)
+    items = corpus.items
     if args.resample_to is None and any(i.segment for i in items):
         raise LabelError(f"{args.root}: the labels address spans of longer files; add --resample-to OUT to cut each "
                          f"into its own wav")
