@@ -197,6 +197,10 @@ def test_bad_input_is_one_line_and_nothing_half_written(tmp_path, capsys):
     os.remove(msp / "Audios" / "MSP-PODCAST_0003_0001.wav")
     fails_with(capsys, ["msppodcast", str(msp)], r"labels_consensus\.csv:6: the label points to .*MSP-PODCAST_0003_0001"
                r"\.wav, which does not exist", tmp_path / "d1")
+    listed = run_labels("msppodcast", msp, tmp_path / "d1b", "--skip-missing")
+    assert listed["unmatched"] == 1 and "MSP-PODCAST_0003_0001.wav" in (tmp_path / "d1b/x.unmatched.tsv").read_text()
+    fails_with(capsys, ["msppodcast", str(msp), "--target", "emotion"], r"--target is for meld, mosei, not msppodcast",
+               tmp_path / "d1c")
     root = layouts.emobox_tree(tmp_path / "EmoBox")
     meta = root / "cafe.jsonl"
     lines = meta.read_text().splitlines()
