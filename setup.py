@@ -25,6 +25,8 @@ setup(
         "matplotlib",
         "safetensors",
         "pyyaml",
+        "av>=12",  # PyAV: FFmpeg inside its wheel, decodes MELD's mp4 and MEAD's m4a
+        "h5py",  # CMU-MOSEI's labels (.csd) are HDF5
     ],
     extras_require={"test": ["pytest", "pytest-xdist"]},
     entry_points={

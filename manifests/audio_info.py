@@ -13,7 +13,13 @@
   - MP3: a full decode to count frames, because an MP3 header's length can be an estimate;
     the listed length is then exactly what ``soundfile.read`` returns.
 
-* :func:`convert` decodes, averages channels, resamples to 16 kHz with
+  Compressed and video containers (:data:`manifests.media.AV_EXTENSIONS`: mp4, m4a, webm,
+  avi, opus ...) are opened with PyAV instead (:func:`manifests.media.probe`, header only);
+  their length is an estimate until :func:`convert` decodes them, and they are never listed
+  as they are (fairseq reads audio with soundfile), only converted.
+
+* :func:`convert` decodes (soundfile or PyAV), optionally cuts a span (``segment``, in
+  seconds; a negative start is 0), averages channels, resamples to 16 kHz with
   ``torchaudio.functional.resample`` and writes a wav atomically (16-bit PCM, or 32-bit float
   when the source was float), returning the probe of the written file.
 
@@ -30,6 +36,8 @@ from typing import Callable, FrozenSet, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
+
+from . import media
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +69,10 @@ _EXTENSIONS = {
     ".oga": "OGG", ".opus": "OGG", ".mp3": "MP3",
 }
 _AVAILABLE = set(sf.available_formats())
-READABLE_EXTENSIONS: FrozenSet[str] = frozenset(e for e, fmt in _EXTENSIONS.items() if fmt in _AVAILABLE)
+SOUNDFILE_EXTENSIONS: FrozenSet[str] = frozenset(e for e, fmt in _EXTENSIONS.items() if fmt in _AVAILABLE)
+# soundfile's first; PyAV decodes the containers libsndfile does not read
+READABLE_EXTENSIONS: FrozenSet[str] = SOUNDFILE_EXTENSIONS | (media.AV_EXTENSIONS - SOUNDFILE_EXTENSIONS)
+SOUNDFILE, PYAV = "soundfile", "pyav"
 
 # "data : 32000 (should be 15978)": the data chunk declares more bytes than the file holds.
 _DECLARED_VS_ACTUAL = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -75,6 +86,8 @@ class Probe(NamedTuple):
 
     ``frames`` (at ``samplerate``), ``channels`` and ``subtype`` describe a usable file;
     ``reason`` (one of :data:`REASONS`) and ``detail`` describe why it cannot be listed.
+    ``decoder`` is :data:`SOUNDFILE` or :data:`PYAV` (then ``frames`` is the container's
+    estimate and ``subtype`` the codec).
     """
 
     frames: int = 0
@@ -83,6 +96,7 @@ class Probe(NamedTuple):
     subtype: str = ""
     reason: Optional[str] = None
     detail: str = ""
+    decoder: str = SOUNDFILE
 
     @property
     def ok(self) -> bool:
@@ -90,8 +104,8 @@ class Probe(NamedTuple):
 
     @property
     def native(self) -> bool:
-        """Already 16 kHz mono: can be listed as it is."""
-        return self.samplerate == TARGET_RATE and self.channels == 1
+        """Already 16 kHz mono and read by soundfile (as fairseq reads audio): can be listed as it is."""
+        return self.samplerate == TARGET_RATE and self.channels == 1 and self.decoder == SOUNDFILE
 
 
 def skip(reason: str, detail: str) -> Probe:
@@ -144,6 +158,8 @@ def inspect(path: str) -> Probe:
     cut, or a broken link; ``detail`` has soundfile's message) or empty (0 bytes or 0 frames).
     """
     ext = os.path.splitext(path)[1].lower()
+    if ext in media.AV_EXTENSIONS and ext not in SOUNDFILE_EXTENSIONS:
+        return _inspect_av(path)
     if ext not in READABLE_EXTENSIONS:
         return skip(UNSUPPORTED, f"soundfile (libsndfile {sf.__libsndfile_version__}) cannot read '{ext}' files; "
                                  f"convert them to wav/flac first or leave '{ext.lstrip('.')}' out of --ext")
@@ -183,6 +199,23 @@ def inspect(path: str) -> Probe:
     return Probe(frames=frames, samplerate=rate, channels=channels, subtype=subtype)
 
 
+def _inspect_av(path: str) -> Probe:
+    """:func:`inspect` for a container PyAV opens: header only, length estimated."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return skip(UNREADABLE, f"broken symlink to {os.readlink(path)}")
+    try:
+        info = media.probe(path)
+    except media.MediaError as e:
+        return skip(EMPTY if str(e) == "0 bytes" else UNREADABLE, f"FFmpeg (PyAV): {e}")
+    except OSError as e:
+        return skip(UNREADABLE, _first_line(e))
+    if info.samplerate <= 0 or info.channels <= 0:
+        return skip(UNREADABLE, f"FFmpeg (PyAV): the audio stream says {info.samplerate} Hz and {info.channels} "
+                                f"channel(s)")
+    return Probe(frames=info.frames, samplerate=info.samplerate, channels=info.channels, subtype=info.codec,
+                 decoder=PYAV)
+
+
 def frames_at_target(frames: int, samplerate: int) -> int:
     """Length after resampling ``frames`` at ``samplerate`` to 16 kHz.
 
@@ -193,8 +226,9 @@ def frames_at_target(frames: int, samplerate: int) -> int:
     return -(-frames * TARGET_RATE // samplerate)
 
 
-def _is_fresh_conversion(src: str, dest: str, expected_frames: int) -> bool:
-    """True when ``dest`` is a regular file written after ``src`` with the expected 16 kHz mono length."""
+def _is_fresh_conversion(src: str, dest: str, expected_frames: Optional[int]) -> bool:
+    """True when ``dest`` is a regular 16 kHz mono wav written after ``src`` (with ``expected_frames``
+    frames when that is known exactly; conversions are written atomically, so an existing one is whole)."""
     if os.path.islink(dest) or not os.path.isfile(dest):
         return False
     try:
@@ -203,28 +237,57 @@ def _is_fresh_conversion(src: str, dest: str, expected_frames: int) -> bool:
         info = sf.info(dest)
     except AUDIO_ERRORS:
         return False
-    return info.samplerate == TARGET_RATE and info.channels == 1 and info.frames == expected_frames
+    if info.samplerate != TARGET_RATE or info.channels != 1 or info.frames == 0:
+        return False
+    return expected_frames is None or info.frames == expected_frames
 
 
-def convert(src: str, dest: str, source: Probe, reuse: bool = True) -> Probe:
-    """Write ``src`` as a 16 kHz mono wav at ``dest``; return the probe of what was written.
+Segment = Tuple[float, float]
 
-    Channels are averaged; the rate is changed with ``torchaudio.functional.resample``. The
-    wav is 32-bit float when the source was float, else 16-bit PCM (clipped to [-1, 1]). It is
-    written to a temporary name and renamed, so an interrupted run never leaves half a file,
-    and a symlink at ``dest`` (from an earlier run) is replaced, never written through. With
-    ``reuse``, a ``dest`` newer than ``src`` with the expected length is kept as it is
-    (``detail`` says "reused").
+
+def _read(src: str, source: Probe, segment: Optional[Segment]) -> Tuple[np.ndarray, int]:
+    """Decode ``src`` (or its ``segment``) to float32 [frames, channels] with the decoder of its probe."""
+    if source.decoder == PYAV:
+        if segment is None:
+            return media.decode(src)
+        return media.decode(src, *segment)
+    if segment is None:
+        return sf.read(src, dtype="float32", always_2d=True)
+    first, last = media.span_frames(segment[0], segment[1], source.samplerate, source.frames)
+    if last <= first:
+        return np.zeros((0, max(source.channels, 1)), dtype=np.float32), source.samplerate
+    return sf.read(src, start=first, stop=last, dtype="float32", always_2d=True)
+
+
+def convert(src: str, dest: str, source: Probe, reuse: bool = True, segment: Optional[Segment] = None) -> Probe:
+    """Write ``src`` (or the span ``segment`` = (start, end) seconds of it) as a 16 kHz mono wav at ``dest``.
+
+    Returns the probe of what was written (``channels`` is 1; the source's channel count is
+    ``source.channels``, so a caller counts downmixed files from it). Channels are averaged;
+    the rate is changed with ``torchaudio.functional.resample``. The wav is 32-bit float when
+    the source was float, else 16-bit PCM (clipped to [-1, 1]). It is written to a temporary
+    name and renamed, so an interrupted run never leaves half a file, and a symlink at
+    ``dest`` (from an earlier run) is replaced, never written through. With ``reuse``, a
+    ``dest`` newer than ``src`` (with the expected length where that is known exactly) is kept
+    as it is (``detail`` says "reused"). A file the decoder cannot read, and a span that is
+    empty after clamping to the file, come back as skipped probes naming the reason.
     """
-    expected = frames_at_target(source.frames, source.samplerate)
+    exact = source.decoder == SOUNDFILE and segment is None
+    expected = frames_at_target(source.frames, source.samplerate) if exact else None
     float_out = source.subtype in ("FLOAT", "DOUBLE")
     if reuse and _is_fresh_conversion(src, dest, expected):
-        return Probe(expected, TARGET_RATE, 1, "FLOAT" if float_out else "PCM_16", detail="reused")
+        frames = expected if expected is not None else sf.info(dest).frames
+        return Probe(frames, TARGET_RATE, 1, "FLOAT" if float_out else "PCM_16", detail="reused")
     try:
-        audio, rate = sf.read(src, dtype="float32", always_2d=True)  # [frames, channels]
+        audio, rate = _read(src, source, segment)  # [frames, channels]
+    except media.MediaError as e:
+        return skip(UNREADABLE, f"FFmpeg (PyAV): {e}")
     except AUDIO_ERRORS as e:
         return skip(UNREADABLE, _first_line(e))
     if len(audio) == 0:
+        if segment is not None:
+            return skip(EMPTY, f"the span {segment[0]:.3f}-{segment[1]:.3f} s holds no audio of this "
+                               f"{source.frames / max(source.samplerate, 1):.3f} s file")
         return skip(EMPTY, "0 frames decoded")
     mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     if rate != TARGET_RATE:
@@ -232,7 +295,8 @@ def convert(src: str, dest: str, source: Probe, reuse: bool = True) -> Probe:
         import torchaudio
 
         with torch.no_grad():
-            mono = torchaudio.functional.resample(torch.from_numpy(mono), rate, TARGET_RATE).numpy()
+            mono = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(mono)), rate,
+                                                  TARGET_RATE).numpy()
     subtype = "FLOAT" if float_out else "PCM_16"
     if not float_out:
         mono = mono.clip(-1.0, 1.0)

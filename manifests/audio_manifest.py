@@ -1,6 +1,6 @@
 """``e2v-manifest``: a folder of audio in whatever shape -> clean fairseq train/valid manifests.
 
-    e2v-manifest ROOT --dest DIR [--ext wav,flac,ogg,mp3] [--valid-percent 0.01] [--seed 42]
+    e2v-manifest ROOT --dest DIR [--ext wav,flac,...,mp4,m4a] [--valid-percent 0.01] [--seed 42]
                  [--min-seconds S] [--max-seconds S] [--resample-to OUT] [--workers N] [--quiet]
 
 Scans ROOT recursively (symlinked files are listed under their own name; symlinked folders are
@@ -23,6 +23,13 @@ Audio that is not 16 kHz mono is never listed with a wrong length:
   files already 16 kHz mono are symlinked as ``OUT/<relpath>`` -> the original. Every listed
   path then resolves under one root, originals are never copied or modified, and a re-run
   reuses conversions that are newer than their source.
+
+Compressed and video media (mp4, m4a, webm, avi, mkv, mov, opus; MELD is mp4, MEAD m4a) are
+found by default and decoded with PyAV (FFmpeg inside its wheel, no system ffmpeg): they are
+always converted (fairseq reads audio with soundfile), multichannel audio is mixed to the mean
+of its channels, and the summary counts the downmixed files. A file FFmpeg cannot open or
+decode is skipped as unreadable with FFmpeg's reason (MELD's ``train/dia125_utt3.mp4``: "moov
+atom not found").
 """
 
 import argparse
@@ -36,12 +43,12 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 from emotion2vec_plugin.cli import run_main
 from emotion2vec_plugin.errors import Emotion2vecError
 
-from .audio_info import (NEEDS_RESAMPLING, REASONS, TARGET_RATE, TOO_LONG, TOO_SHORT, UNSUPPORTED, Probe, convert,
-                         frames_at_target, inspect, map_chunked)
+from .audio_info import (NEEDS_RESAMPLING, PYAV, REASONS, TARGET_RATE, TOO_LONG, TOO_SHORT, UNSUPPORTED, Probe,
+                         Segment, convert, frames_at_target, inspect, map_chunked)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EXTENSIONS = "wav,flac,ogg,mp3"
+DEFAULT_EXTENSIONS = "wav,flac,ogg,opus,mp3,m4a,mp4,webm,avi,mkv,mov"
 
 
 class ManifestToolError(Emotion2vecError, ValueError):
@@ -49,17 +56,22 @@ class ManifestToolError(Emotion2vecError, ValueError):
 
 
 class Job(NamedTuple):
-    """One scanned file: its path relative to the root and, with --resample-to, where a conversion goes."""
+    """One scanned file: its path relative to the root and, with --resample-to, where a conversion goes.
+
+    ``segment`` (start, end) in seconds: only that span of the file is wanted (cut into its own wav).
+    """
 
     rel: str
     converted_rel: Optional[str] = None
+    segment: Optional[Segment] = None
 
 
 class Result(NamedTuple):
     """What happened to one file: ``action`` is listed, linked, converted, reused or skipped.
 
     ``listed_rel`` is the path in the manifest (relative to the manifest root), ``frames`` the
-    16 kHz length; skipped files carry ``reason`` and ``detail``.
+    16 kHz length; skipped files carry ``reason`` and ``detail``. ``downmixed``: a converted
+    (or reused) file whose source had more than one channel.
     """
 
     rel: str
@@ -68,6 +80,7 @@ class Result(NamedTuple):
     frames: int = 0
     reason: Optional[str] = None
     detail: str = ""
+    downmixed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -192,42 +205,72 @@ def check_file(settings: Settings, job: Job) -> Result:
     probe = inspect(path)
     if not probe.ok:
         return Result(rel, "skipped", reason=probe.reason, detail=probe.detail)
-    frames = frames_at_target(probe.frames, probe.samplerate)
-    seconds = frames / TARGET_RATE
-    if seconds < settings.min_seconds:
-        return Result(rel, "skipped", reason=TOO_SHORT,
-                      detail=f"{seconds:.3f} s < --min-seconds {settings.min_seconds}")
-    if settings.max_seconds is not None and seconds > settings.max_seconds:
-        return Result(rel, "skipped", reason=TOO_LONG,
-                      detail=f"{seconds:.3f} s > --max-seconds {settings.max_seconds}")
+    exact = probe.decoder != PYAV and job.segment is None  # else the length is known after decoding
+    if exact:
+        problem = length_problem(frames_at_target(probe.frames, probe.samplerate), settings)
+        if problem:
+            return Result(rel, "skipped", reason=problem[0], detail=problem[1])
     if settings.resample_to is None:
-        if probe.native:
+        if probe.native and job.segment is None:
             return Result(rel, "listed", rel, probe.frames)
-        return Result(rel, "skipped", reason=NEEDS_RESAMPLING,
-                      detail=f"{probe.samplerate} Hz, {probe.channels} channel(s), expected {TARGET_RATE} Hz mono; "
-                             f"re-run with --resample-to OUT to convert")
-    if probe.native:
+        if probe.decoder == PYAV:
+            detail = (f"{probe.subtype} audio ({probe.samplerate} Hz, {probe.channels} channel(s)) is decoded by PyAV, "
+                      f"not by fairseq's soundfile; re-run with --resample-to OUT to convert it")
+        elif job.segment is not None:
+            detail = "a span of a longer file must be cut into its own wav; re-run with --resample-to OUT"
+        else:
+            detail = (f"{probe.samplerate} Hz, {probe.channels} channel(s), expected {TARGET_RATE} Hz mono; "
+                      f"re-run with --resample-to OUT to convert")
+        return Result(rel, "skipped", reason=NEEDS_RESAMPLING, detail=detail)
+    if probe.native and job.segment is None:
         _link(os.path.abspath(path), os.path.join(settings.resample_to, rel))
         return Result(rel, "linked", rel, probe.frames)
     target_rel = job.converted_rel or os.path.splitext(rel)[0] + ".wav"
-    written: Probe = convert(path, os.path.join(settings.resample_to, target_rel), probe)
+    written: Probe = convert(path, os.path.join(settings.resample_to, target_rel), probe, segment=job.segment)
     if not written.ok:
         return Result(rel, "skipped", reason=written.reason, detail=written.detail)
-    return Result(rel, "reused" if written.detail == "reused" else "converted", target_rel, written.frames)
+    if not exact:
+        problem = length_problem(written.frames, settings)
+        if problem:
+            return Result(rel, "skipped", reason=problem[0], detail=problem[1])
+    return Result(rel, "reused" if written.detail == "reused" else "converted", target_rel, written.frames,
+                  downmixed=probe.channels > 1)
+
+
+def length_problem(frames: int, settings: Settings) -> Optional[Tuple[str, str]]:
+    """(reason, detail) when a 16 kHz length is outside --min-seconds / --max-seconds, else None."""
+    seconds = frames / TARGET_RATE
+    if seconds < settings.min_seconds:
+        return TOO_SHORT, f"{seconds:.3f} s < --min-seconds {settings.min_seconds}"
+    if settings.max_seconds is not None and seconds > settings.max_seconds:
+        return TOO_LONG, f"{seconds:.3f} s > --max-seconds {settings.max_seconds}"
+    return None
+
+
+def segment_name(rel: str, segment: Segment) -> str:
+    """Mirror name of a span of ``rel``: ``dir/stem_<start ms>_<end ms>.wav`` (a negative start is 0)."""
+    start_ms = max(0, int(round(segment[0] * 1000)))
+    end_ms = max(start_ms, int(round(segment[1] * 1000)))
+    return f"{os.path.splitext(rel)[0]}_{start_ms:07d}_{end_ms:07d}.wav"
 
 
 def check_files(root: str, rels: Sequence[str], resample_to: Optional[str] = None, min_seconds: float = 0.0,
-                max_seconds: Optional[float] = None, workers: int = 1, progress: bool = True) -> List[Result]:
+                max_seconds: Optional[float] = None, workers: int = 1, progress: bool = True,
+                segments: Optional[Sequence[Optional[Segment]]] = None) -> List[Result]:
     """:func:`check_file` for every path in ``rels`` (relative to ``root``), in the same order.
 
-    With ``resample_to`` the folder is created; no link or conversion may land on a file in
-    ``rels`` (checked before anything is written).
+    ``segments`` (parallel to ``rels``, None for a whole file): spans cut into their own wav
+    under ``resample_to`` (named by :func:`segment_name`); the same file may then appear in
+    ``rels`` once per span. With ``resample_to`` the folder is created; no link or conversion
+    may land on a file in ``rels`` (checked before anything is written).
     """
     root = os.path.abspath(root)
+    segments = list(segments) if segments is not None else [None] * len(rels)
     if resample_to is not None:
         resample_to = os.path.abspath(resample_to)
-        plan = plan_conversions(rels)
-        jobs = [Job(rel, plan[rel]) for rel in rels]
+        plan = plan_conversions(sorted({rel for rel, seg in zip(rels, segments) if seg is None}))
+        jobs = [Job(rel, plan[rel]) if seg is None else Job(rel, segment_name(rel, seg), seg)
+                for rel, seg in zip(rels, segments)]
         sources = {os.path.join(root, rel) for rel in rels}
         for job in jobs:
             for dest in (os.path.join(resample_to, job.rel), os.path.join(resample_to, job.converted_rel)):
@@ -236,7 +279,7 @@ def check_files(root: str, rels: Sequence[str], resample_to: Optional[str] = Non
                                             f"source files; choose a folder outside the audio")
         os.makedirs(resample_to, exist_ok=True)
     else:
-        jobs = [Job(rel) for rel in rels]
+        jobs = [Job(rel, segment=seg) for rel, seg in zip(rels, segments)]
     settings = Settings(root, resample_to, min_seconds, max_seconds)
     return map_chunked(functools.partial(check_file, settings), jobs, workers=workers, progress=progress,
                        desc="checking audio")
@@ -277,6 +320,16 @@ def write_skipped(path: str, root: str, results: Iterable[Result]) -> None:
                 f.write(f"{where}\t{r.reason}\t{r.detail}\n")
 
 
+def log_unreadable(root: str, results: Sequence[Result], listed_in: str, limit: int = 20) -> None:
+    """One warning per file the decoder could not read (its reason), the first ``limit`` of them."""
+    bad = [r for r in results if r.reason in ("unreadable", "empty")]
+    for r in bad[:limit]:
+        logger.warning("%s: skipped (%s): %s; re-download or re-extract it", os.path.join(root, r.rel), r.reason,
+                       r.detail)
+    if len(bad) > limit:
+        logger.warning("... and %d more unreadable or empty file(s), all in %s", len(bad) - limit, listed_in)
+
+
 def summarise(results: Sequence[Result]) -> Dict[str, object]:
     """Counts for a summary: found, kept, linked, converted (reused), skipped per reason, hours kept."""
     actions = Counter(r.action for r in results)
@@ -287,6 +340,7 @@ def summarise(results: Sequence[Result]) -> Dict[str, object]:
         "linked": actions["linked"],
         "converted": actions["converted"] + actions["reused"],
         "reused": actions["reused"],
+        "downmixed": sum(1 for r in results if r.downmixed),
         "skipped": {reason: reasons[reason] for reason in REASONS if reasons[reason]},
         "hours": sum(r.frames for r in results if r.ok) / TARGET_RATE / 3600,
     }
@@ -356,6 +410,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     write_manifest(os.path.join(args.dest, "valid.tsv"), manifest_root, valid)
     for reason, count in summary["skipped"].items():
         logger.info("skipped %d file(s): %s", count, reason)
+    log_unreadable(root, results, skipped_path)
     summary.update(train=len(train), valid=len(valid), root=manifest_root, dest=os.path.abspath(args.dest),
                    skipped_list=skipped_path)
     return summary
@@ -366,6 +421,7 @@ def format_summary(s: Dict[str, object]) -> str:
     skipped = s["skipped"]
     by_reason = ", ".join(f"{reason} {count}" for reason, count in skipped.items()) or "none"
     converted = f"converted {s['converted']}" + (f" ({s['reused']} reused from an earlier run)" if s["reused"] else "")
+    converted += f", downmixed {s['downmixed']} multichannel file(s) to the mean of their channels"
     return (f"e2v-manifest: found {s['found']} files, kept {s['kept']} ({s['hours']:.2f} h: train {s['train']}, "
             f"valid {s['valid']}), {converted}, linked {s['linked']}, skipped {sum(skipped.values())} ({by_reason})\n"
             f"  manifests: {s['dest']}/train.tsv, valid.tsv (root {s['root']})\n"

@@ -26,6 +26,18 @@ DATASET is one of (public layouts):
   (the ``<speaker>.txt`` transcripts are ignored); labels lower-case. Group: the speaker id.
 * ``csv``: ROOT is a CSV file with the header ``path,label[,group]``; paths are absolute or
   relative to the CSV's folder; without a group column every row is in group ``all``.
+* ``meld`` (ROOT = ``MELD.Raw``), ``msppodcast``, ``mosei``, ``mead``, ``emobox`` (ROOT =
+  ``EmoBox/data/<dataset>``): the paper's other corpora and any of EmoBox's 32 datasets, each
+  from its public layout; see the modules of ``manifests/corpora/`` for the layouts and their
+  variants. MELD is mp4 and MEAD m4a (decoded with PyAV); MOSEI's labels, and EmoBox entries
+  with ``start_time``/``end_time``, are spans of longer files, each cut into its own wav:
+  these need ``--resample-to OUT``.
+
+Official partitions and folds (IEMOCAP's five sessions, MELD's and MSP-Podcast's
+train/dev/test, MOSEI's standard fold with ``--folds-file``, EmoBox's ``fold_K``) are written as
+``DIR/<split>.folds/fold_K/{train,valid,test}.{tsv,emo,group}`` (``valid`` only where the corpus
+has one): the layout ``e2v-split-labels`` writes and fine-tuning reads, so
+``task.data=DIR/<split>.folds/fold_1`` fine-tunes on an official fold.
 
 A label that points to a missing file, an unknown dataset or an empty result is an error naming
 the file (and line) and the fix. Audio that is not 16 kHz mono is skipped as "needs resampling"
@@ -39,34 +51,18 @@ import logging
 import os
 import re
 from collections import Counter
-from typing import Callable, Dict, List, NamedTuple, Optional
+from typing import Callable, Dict, List, Optional
 
 from emotion2vec_plugin.cli import run_main
 from emotion2vec_plugin.data.manifest import TextFileError, read_utf8
-from emotion2vec_plugin.errors import Emotion2vecError
 
-from .audio_manifest import ManifestToolError, check_files, summarise, write_manifest, write_skipped
+from .audio_manifest import (ManifestToolError, check_files, log_unreadable, summarise, write_manifest,
+                             write_skipped)
+from .corpora import READERS
+from .corpora.base import Corpus, Item, LabelError, require_audio as _require_audio
+from .folds import plan_folds, remove_stale, write_folds
 
 logger = logging.getLogger(__name__)
-
-
-class LabelError(Emotion2vecError, ValueError):
-    """A label source that cannot be used; the message names the file (and line) and the fix."""
-
-
-class Item(NamedTuple):
-    """One labelled utterance: absolute audio path, label, fold key and where the label came from."""
-
-    path: str
-    label: str
-    group: str
-    source: str
-
-
-def _require_audio(path: str, source: str, hint: str) -> str:
-    if not os.path.isfile(path):
-        raise LabelError(f"{source}: the label points to {path}, which does not exist; {hint}")
-    return path
 
 
 # --------------------------------------------------------------------------------------------- IEMOCAP
@@ -217,29 +213,59 @@ def from_csv(path: str) -> List[Item]:
     return items
 
 
-DATASETS: Dict[str, Callable[[str], List[Item]]] = {
-    "iemocap": iemocap, "ravdess": ravdess, "cremad": cremad, "esd": esd, "csv": from_csv,
+def _iemocap_sessions(root: str, args) -> Corpus:
+    """IEMOCAP with its five sessions as folds: fold K tests SessionK and trains on the others (no valid)."""
+    items = iemocap(root)
+    sessions = sorted({i.group for i in items}, key=lambda s: int(s[len("Session"):]))
+    if len(sessions) < 2:
+        return Corpus(items, notes=(f"one session ({', '.join(sessions)}): no leave-one-session-out folds",))
+    items = [i._replace(roles=tuple("test" if i.group == s else "train" for s in sessions)) for i in items]
+    return Corpus(items, folds=len(sessions), notes=(f"{len(sessions)} folds, one per session "
+                                                     f"({', '.join(sessions)} tested in turn)",))
+
+
+def _plain(reader: Callable[[str], List[Item]]) -> Callable[[str, argparse.Namespace], Corpus]:
+    return lambda root, args: Corpus(reader(root))
+
+
+DATASETS: Dict[str, Callable[[str, argparse.Namespace], Corpus]] = {
+    "iemocap": _iemocap_sessions, "ravdess": _plain(ravdess), "cremad": _plain(cremad), "esd": _plain(esd),
+    "csv": _plain(from_csv), **READERS,
 }
+# dataset-specific options -> the datasets that read them
+OPTION_DATASETS = {"target": ("meld", "mosei"), "folds_file": ("mosei",), "csd": ("mosei",),
+                   "audio_root": ("emobox",), "raw_labels": ("emobox",), "keep_other": ("msppodcast",),
+                   "skip_missing": ("msppodcast", "mosei", "emobox")}
+# datasets whose labels address spans of longer files, or whose media fairseq cannot read
+NEED_RESAMPLE_TO = {"mosei": "its labels are spans of the full-video wavs, each cut into its own wav",
+                    "meld": "its clips are mp4 (AAC, 48 kHz, up to 6 channels)", "mead": "its audio is AAC in m4a"}
 
 
-def read_items(dataset: str, root: str) -> List[Item]:
+def read_corpus(dataset: str, root: str, args: Optional[argparse.Namespace] = None) -> Corpus:
     """Labelled utterances of ``dataset`` under ``root``; raises :class:`LabelError` when unusable."""
     if dataset not in DATASETS:
         raise LabelError(f"unknown dataset {dataset!r}; expected one of {', '.join(sorted(DATASETS))} "
                          f"(csv: your own path,label[,group] file)")
     if dataset != "csv" and not os.path.isdir(root):
         raise LabelError(f"{root} is not a folder; for {dataset} ROOT is the corpus folder")
-    items = DATASETS[dataset](root)
-    if not items:
+    corpus = DATASETS[dataset](root, args if args is not None else argparse.Namespace())
+    if not corpus.items:
         raise LabelError(f"{root}: no labelled utterances found for {dataset}; check that ROOT is the corpus "
                          f"folder with the layout described in `e2v-labels --help`")
-    first_seen: Dict[str, str] = {}
-    for item in items:
-        if item.path in first_seen:
-            raise LabelError(f"{item.source}: {item.path} is labelled twice (first at {first_seen[item.path]}); "
+    first_seen: Dict[tuple, str] = {}
+    for item in corpus.items:
+        key = (item.path, item.segment)
+        if key in first_seen:
+            what = item.path + (f" [{item.segment[0]}, {item.segment[1]}] s" if item.segment else "")
+            raise LabelError(f"{item.source}: {what} is labelled twice (first at {first_seen[key]}); "
                              f"keep one row per file")
-        first_seen[item.path] = item.source
-    return items
+        first_seen[key] = item.source
+    return corpus
+
+
+def read_items(dataset: str, root: str, args: Optional[argparse.Namespace] = None) -> List[Item]:
+    """The items of :func:`read_corpus`."""
+    return read_corpus(dataset, root, args).items
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -251,40 +277,83 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", required=True, help="output folder")
     p.add_argument("--split", default="all", help="output name: DEST/<split>.tsv, .emo, .group (default: %(default)s)")
     p.add_argument("--resample-to", default=None, metavar="OUT",
-                   help="convert audio that is not 16 kHz mono into OUT (as e2v-manifest does)")
+                   help="convert audio that is not 16 kHz mono (and cut spans) into OUT (as e2v-manifest does)")
+    p.add_argument("--target", default=None,
+                   help="meld: emotion (7, default) or sentiment (3); mosei: sentiment (2 classes, default), "
+                        "sentiment3, sentiment7 or emotion (argmax of the six scores)")
+    p.add_argument("--folds-file", default=None, metavar="FILE",
+                   help="mosei: the standard folds, the SDK's cmu_mosei_std_folds.py or JSON {train, valid, test}")
+    p.add_argument("--csd", default=None, metavar="PATH", help="mosei: CMU_MOSEI_Labels.csd (default: found under ROOT)")
+    p.add_argument("--audio-root", default=None, metavar="DIR",
+                   help="emobox: the folder its wav paths are relative to (default: the EmoBox root, ROOT/../..)")
+    p.add_argument("--raw-labels", action="store_true", help="emobox: keep the dataset's codes, not label_map.json's")
+    p.add_argument("--keep-other", action="store_true", help="msppodcast: keep the O (other) and X (no agreement) rows")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="msppodcast, mosei, emobox: list label rows whose audio is missing in DEST/<split>.unmatched.tsv "
+                        "instead of stopping (MELD always lists them)")
     p.add_argument("--workers", type=int, default=1, help="processes reading files (1: no pool)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
+def _write_atomic(path: str, text: str) -> None:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def main(args: argparse.Namespace) -> Dict[str, object]:
-    """Read the labels, check the audio, write ``<split>.tsv/.emo/.group``; return the summary.
+    """Read the labels, check the audio, write ``<split>.tsv/.emo/.group`` and the folds; return the summary.
 
     Raises:
         LabelError: unknown dataset, no labelled utterance, a label pointing to a missing file,
-            or every file skipped.
+            a bad labels file (named with its line), or every file skipped.
     """
-    items = read_items(args.dataset, args.root)
+    for option, datasets in OPTION_DATASETS.items():
+        value = getattr(args, option, None)
+        if value not in (None, False) and args.dataset not in datasets:
+            raise LabelError(f"--{option.replace('_', '-')} is for {', '.join(datasets)}, not {args.dataset}; leave it out")
+    if args.resample_to is None and args.dataset in NEED_RESAMPLE_TO:
+        raise LabelError(f"{args.dataset} needs --resample-to OUT: {NEED_RESAMPLE_TO[args.dataset]}")
+    corpus = read_corpus(args.dataset, args.root, args)
+    items = corpus.items
+    if args.resample_to is None and any(i.segment for i in items):
+        raise LabelError(f"{args.root}: the labels address spans of longer files; add --resample-to OUT to cut each "
+                         f"into its own wav")
     paths = [os.path.abspath(item.path) for item in items]
     base = os.path.commonpath([os.path.dirname(p) for p in paths])
     rels = [os.path.relpath(p, base) for p in paths]
     try:
-        results = check_files(base, rels, args.resample_to, workers=args.workers, progress=not args.quiet)
+        results = check_files(base, rels, args.resample_to, workers=args.workers, progress=not args.quiet,
+                              segments=[i.segment for i in items])
     except ManifestToolError as e:
         raise LabelError(str(e)) from None
     os.makedirs(args.dest, exist_ok=True)
     stem = os.path.join(args.dest, args.split)
     write_skipped(stem + ".skipped.tsv", base, results)
+    if corpus.unmatched:
+        _write_atomic(stem + ".unmatched.tsv", "".join(line + "\n" for line in corpus.unmatched))
+    elif os.path.isfile(stem + ".unmatched.tsv"):
+        os.remove(stem + ".unmatched.tsv")
     kept = [(result, item) for result, item in zip(results, items) if result.ok]
     counts = summarise(results)
+    log_unreadable(base, results, stem + ".skipped.tsv")
     if not kept:
-        hint = " (RAVDESS is 48 kHz: add --resample-to OUT)" if "needs resampling" in counts["skipped"] else ""
+        hint = (" (for audio that is not 16 kHz mono wav, e.g. RAVDESS's 48 kHz or EmoBox's downloads, "
+                "add --resample-to OUT)" if "needs resampling" in counts["skipped"] else "")
         raise LabelError(f"all {len(items)} labelled files were skipped ({counts['skipped']}){hint}; "
                          f"reasons per file in {stem}.skipped.tsv")
-    write_manifest(stem + ".tsv", args.resample_to or base, [(r.listed_rel, r.frames) for r, _ in kept])
+    root = os.path.abspath(args.resample_to or base)
+    rows = [{"name": r.listed_rel, "size": str(r.frames), "label": i.label, "group": i.group} for r, i in kept]
+    folds_dir = stem + ".folds"
+    parts = plan_folds(folds_dir, rows, [i.roles for _, i in kept], corpus.folds) if corpus.folds else None
+    write_manifest(stem + ".tsv.tmp", root, [(r.listed_rel, r.frames) for r, _ in kept])
+    os.replace(stem + ".tsv.tmp", stem + ".tsv")
     for ext, values in ((".emo", [i.label for _, i in kept]), (".group", [i.group for _, i in kept])):
-        with open(stem + ext, "w", encoding="utf-8") as f:
-            f.write("\n".join(values) + "\n")
+        _write_atomic(stem + ext, "\n".join(values) + "\n")
+    fold_counts = write_folds(folds_dir, root, parts) if parts is not None else {}
+    if parts is None and remove_stale(folds_dir):
+        logger.warning("removed %s, left by an earlier run: this run has no official folds", folds_dir)
     classes = Counter(i.label for _, i in kept)
     groups = Counter(i.group for _, i in kept)
     for reason, n in counts["skipped"].items():
@@ -292,7 +361,10 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     return {
         "dataset": args.dataset, "utterances": len(kept), "classes": dict(sorted(classes.items())),
         "groups": dict(sorted(groups.items())), "converted": counts["converted"], "skipped": counts["skipped"],
-        "hours": counts["hours"], "outputs": [stem + ext for ext in (".tsv", ".emo", ".group", ".skipped.tsv")],
+        "hours": counts["hours"], "downmixed": counts["downmixed"], "notes": list(corpus.notes),
+        "folds": fold_counts, "unmatched": len(corpus.unmatched),
+        "outputs": [stem + ext for ext in (".tsv", ".emo", ".group", ".skipped.tsv")]
+                   + ([stem + ".unmatched.tsv"] if corpus.unmatched else []) + ([folds_dir] if fold_counts else []),
     }
 
 
@@ -300,10 +372,15 @@ def format_summary(s: Dict[str, object]) -> str:
     """The CLI's closing lines: counts per class, groups, skips."""
     classes = ", ".join(f"{label} {n}" for label, n in s["classes"].items())
     skipped = ", ".join(f"{reason} {n}" for reason, n in s["skipped"].items()) or "none"
-    return (f"e2v-labels {s['dataset']}: {s['utterances']} utterances ({s['hours']:.2f} h), "
-            f"{len(s['groups'])} groups, converted {s['converted']}, skipped {sum(s['skipped'].values())} ({skipped})\n"
-            f"  per class: {classes}\n"
-            f"  wrote {', '.join(s['outputs'])}")
+    lines = [f"e2v-labels {s['dataset']}: {s['utterances']} utterances ({s['hours']:.2f} h), "
+             f"{len(s['groups'])} groups, converted {s['converted']} (downmixed {s.get('downmixed', 0)} multichannel "
+             f"to the mean of their channels), skipped {sum(s['skipped'].values())} ({skipped})",
+             f"  per class: {classes}"]
+    lines += [f"  {note}" for note in s.get("notes", ())]
+    for fold, parts in s.get("folds", {}).items():
+        lines.append(f"  {fold}: " + ", ".join(f"{role} {n}" for role, n in parts.items()))
+    lines.append(f"  wrote {', '.join(s['outputs'])}")
+    return "\n".join(lines)
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:

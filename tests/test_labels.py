@@ -172,7 +172,7 @@ def test_csv_errors_name_file_line_and_fix(tmp_path, content, message):
 
 def test_unknown_dataset_and_empty_results_are_clear_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(labels.LabelError, match="unknown dataset 'msp'; expected one of cremad, csv, esd, iemocap"):
+    with pytest.raises(labels.LabelError, match="unknown dataset .msp.; expected one of cremad, csv, emobox, esd, iemocap"):
         run("msp", tmp_path / "empty", tmp_path / "o")
     for dataset in ("iemocap", "ravdess", "cremad", "esd"):
         with pytest.raises(labels.LabelError, match=f"no labelled utterances found for {dataset}; check that ROOT"):
