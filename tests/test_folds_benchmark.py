@@ -232,7 +232,7 @@ def test_benchmark_bad_corpus_ends_before_extraction(tmp_path, capsys):
 def test_benchmark_from_every_corpus_layout(tmp_path):
     """From each public layout (tests/corpus_layouts.py, issue 23 parts 1-4) through e2v-labels to one
     e2v-benchmark table: official folds where the corpus has them, leave-one-group-out where not."""
-    layouts = pytest.importorskip("tests.corpus_layouts")
+    from tests import corpus_layouts as layouts
     from tests.test_corpora import run_labels
     from tests.test_labels import IEMOCAP_ROWS, iemocap_corpus
 
