@@ -55,20 +55,7 @@ else
   FINETUNE_ARGS=()
 fi
 
-run_stage() {  # run_stage N NAME CMD...: skip when done, time it, mark it done
-  local n=$1 name=$2
-  shift 2
-  if [ "$n" -lt "$STAGE" ] || [ "$n" -gt "$STOP" ]; then return; fi
-  if [ -f "$WORK/.done.$name" ]; then
-    echo "== stage $n $name: done before, skipping (rm $WORK/.done.$name to redo)"
-    return
-  fi
-  echo "== stage $n $name"
-  local t0=$SECONDS
-  "$@"
-  echo -e "$n\t$name\t$((SECONDS - t0))" >> "$WORK/timings.tsv"
-  touch "$WORK/.done.$name"
-}
+source "$REPO/recipes/stages.sh"
 
 if [ "$FALLBACK" = 1 ]; then CORPUS_ARGS+=(--force-fallback); fi
 
