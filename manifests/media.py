@@ -19,6 +19,8 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from emotion2vec_plugin.errors import Emotion2vecError
+
 logger = logging.getLogger(__name__)
 
 # What the manifest tools send to PyAV (containers whose audio libsndfile does not read).
@@ -30,7 +32,7 @@ _INT_SCALE = {"s16": 32768.0, "s16p": 32768.0, "s32": 2147483648.0, "s32p": 2147
               "s64": 9223372036854775808.0, "s64p": 9223372036854775808.0}
 
 
-class MediaError(Exception):
+class MediaError(Emotion2vecError):
     """A file FFmpeg cannot open or decode; the message is FFmpeg's reason (one line)."""
 
 
