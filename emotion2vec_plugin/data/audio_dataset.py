@@ -76,18 +76,21 @@ class Emotion2vecAudioDataset(FairseqDataset):
             raise ValueError("dataset-side masks need conv_layers to know the number of frames per crop")
         self.conv_layers = conv_layers
         self._warned = set()
-        keep = [i for i, n in enumerate(manifest.sizes) if n >= min_sample_size]
+        # numpy only, no Python object per utterance: forked loader workers share these pages
+        # with the trainer instead of copying them as they read (data/columns.py)
+        all_sizes = np.asarray(manifest.sizes, dtype=np.int64)
+        keep = np.flatnonzero(all_sizes >= min_sample_size)
         skipped = len(manifest) - len(keep)
         if skipped:
             logger.info("%s: left out %d of %d utterances shorter than min_sample_size=%d",
                         manifest.path, skipped, len(manifest), min_sample_size)
-        if not keep:
+        if not len(keep):
             raise ValueError(
                 f"{manifest.path}: no utterance is at least task.min_sample_size={min_sample_size} samples long "
-                f"(longest: {max(manifest.sizes, default=0)}); lower task.min_sample_size"
+                f"(longest: {int(all_sizes.max()) if len(all_sizes) else 0}); lower task.min_sample_size"
             )
-        self.indices = np.asarray(keep, dtype=np.int64)
-        self.sizes = np.asarray(manifest.sizes, dtype=np.int64)[self.indices]
+        self.indices = keep.astype(np.int64, copy=False)
+        self.sizes = all_sizes[self.indices]
 
     def __len__(self) -> int:
         return len(self.indices)
