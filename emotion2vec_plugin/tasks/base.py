@@ -46,7 +46,13 @@ class Emotion2vecTaskConfig(FairseqDataclass):
         metadata={"help": "crop cap in samples (320000 = 20 s): longer utterances are cropped at a random offset; "
                           "fine-tuning crops its training subset only and evaluates whole utterances"},
     )
-    check_files: bool = field(default=True, metadata={"help": "check at start that every listed file exists"})
+    check_files: bool = field(default=True, metadata={"help": "check at start that the listed files exist"})
+    check_files_sample: int = field(
+        default=10000,
+        metadata={"help": "with task.check_files, a manifest listing more files than this has only a seeded sample "
+                          "of this many checked at start (the log says how to check all with e2v-validate-manifest "
+                          "--workers N); 0: check every file"},
+    )
     # null when fine-tuning takes the encoder shape from model.init_from: set by build_model then
     conv_feature_layers: Optional[str] = II("model.conv_feature_layers")
     seed: int = II("common.seed")
