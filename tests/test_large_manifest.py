@@ -1,6 +1,7 @@
 """Manifests of millions of utterances (issue 21): flat buffers, the vectorised parser, the
 bounded start-up check, and no copy-on-read growth in forked loader workers."""
 
+import gc
 import logging
 import os
 
@@ -13,7 +14,7 @@ from emotion2vec_plugin.data.columns import StringColumn
 from emotion2vec_plugin.data.manifest import ManifestError, parse_lines, read_manifest
 from emotion2vec_plugin.data.manifest_scan import scan_utterances
 from emotion2vec_plugin.data.synthetic import write_fanout_manifest
-from emotion2vec_plugin.data.worker_memory import memory_kib
+from emotion2vec_plugin.data.worker_memory import freeze_gc_before_fork, memory_kib
 from emotion2vec_plugin.tasks.startup_checks import check_audio_files
 
 
@@ -86,18 +87,33 @@ def test_startup_check_samples_large_manifests(tmp_path, caplog):
 
 
 def test_worker_reading_a_million_utterance_manifest_does_not_copy_it(tmp_path):
-    """A forked loader worker that reads 30,000 random utterances of a 1,000,000-line manifest
-    must keep sharing the manifest with the trainer. With names/sizes/line numbers as Python
-    lists (the code before issue 21) each read dirties about one 4 KiB page: ~100 MB here."""
+    """A forked loader worker that reads 30,000 random utterances of a 1,000,000-line manifest,
+    with a full garbage collection every 100 batches (as a busy worker runs them), must keep
+    sharing the manifest and the trainer's Python heap. Before issue 21 each read dirtied about
+    one 4 KiB page (names, sizes and line numbers were Python lists: ~85 MB here), and the first
+    full collection copied the whole heap of this process into the worker (~65 MB at once)."""
     path = write_fanout_manifest(tmp_path / "root", tmp_path / "train.tsv", 1_000_000, real_files=4,
                                  min_len=1600, max_len=3200)
     dataset = Emotion2vecAudioDataset(read_manifest(str(path)), max_sample_size=1600, normalize=False)
     assert len(dataset) == 1_000_000
     order = np.random.default_rng(0).permutation(len(dataset))
     batches = [order[i:i + 50] for i in range(0, 32_000, 50)]  # 640 batches, 620 read below
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=dataset.collater,
+    calls = [0]
+
+    def collate(samples):  # in the worker: a full collection every 100 batches
+        calls[0] += 1
+        if calls[0] % 100 == 0:
+            gc.collect()
+        return dataset.collater(samples)
+
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
                                          num_workers=1, multiprocessing_context="fork", prefetch_factor=2)
-    it = iter(loader)
+    freeze_gc_before_fork()  # what the tasks turn on in setup_task
+    try:
+        it = iter(loader)
+    finally:
+        freeze_gc_before_fork(False)
+        gc.unfreeze()  # this test process keeps collecting as before
     worker = it._workers[0].pid
     for _ in range(20):  # warm up: the worker's first batches touch its code and allocator once
         next(it)

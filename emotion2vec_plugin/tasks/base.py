@@ -10,7 +10,8 @@ every utterance).
 The base gives both tasks:
 
 * ``setup_task``: repair of a truncated ``checkpoint_last.pt`` on rank 0 before fairseq resumes
-  from it, and the start-up checks of ``startup_checks.py``;
+  from it, the start-up checks of ``startup_checks.py``, and the garbage collector frozen before
+  each fork of loader workers (``data/worker_memory.py``);
 * ``build_model``: a bad ``model.init_from`` checkpoint reported as one line under hydra;
 * ``train_step`` / ``valid_step`` / ``optimizer_step``: the guards against non-finite losses
   and batches of bad files (every rank skips the same updates, see :meth:`train_step`).
@@ -28,6 +29,7 @@ from fairseq.tasks import FairseqTask
 from omegaconf import II
 
 from ..checkpoint.repair import repair_last_checkpoint
+from ..data.worker_memory import freeze_gc_before_fork
 from .startup_checks import report_input_errors, run_startup_checks
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class Emotion2vecTaskBase(FairseqTask):
         if rank == 0 and save_dir and cfg.get("restore_file") == "checkpoint_last.pt":
             repair_last_checkpoint(save_dir)
         run_startup_checks(cfg)  # settings that would die deep inside fairseq (startup_checks.py)
+        freeze_gc_before_fork()  # loader workers keep sharing the trainer's heap (data/worker_memory.py)
         return cls(cfg)
 
     def build_model(self, cfg, from_checkpoint=False):
