@@ -23,6 +23,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .columns import StringColumn
+from .worker_memory import release_free_heap
 
 BLOCK_BYTES = 1 << 25  # 32 MiB of lines parsed at a time
 # bytes str.splitlines also splits on (\v, \f, file/group/record separators)
@@ -63,8 +64,11 @@ def scan_utterances(path: str, body_start: int, block_bytes: int = BLOCK_BYTES
     if len(offsets) > 1:
         np.cumsum(np.concatenate(lengths), out=offsets[1:])
     data = np.concatenate(names) if names else np.zeros(0, np.uint8)
-    return (StringColumn(data, offsets), np.concatenate(sizes) if sizes else np.zeros(0, np.int64),
-            np.concatenate(lines) if lines else np.zeros(0, np.int64))
+    result = (StringColumn(data, offsets), np.concatenate(sizes) if sizes else np.zeros(0, np.int64),
+              np.concatenate(lines) if lines else np.zeros(0, np.int64))
+    del parts, names, lengths, sizes, lines
+    release_free_heap()  # the blocks' temporaries would otherwise stay resident (worker_memory.py)
+    return result
 
 
 def _scan_mapped(mm: mmap.mmap, start: int, block_bytes: int):

@@ -81,3 +81,18 @@ def freeze_gc_before_fork(enable: bool = True) -> None:
     if enable and not _HOOK_REGISTERED and hasattr(os, "register_at_fork"):
         os.register_at_fork(before=_before_fork)
         _HOOK_REGISTERED = True
+
+
+def release_free_heap() -> None:
+    """Give freed heap memory back to the system (glibc ``malloc_trim``; elsewhere nothing).
+
+    Parsing a manifest of millions of lines frees tens of megabytes of block-sized temporaries;
+    glibc keeps such chunks in the heap once its mmap threshold has risen, where they stay
+    resident in the trainer and in the pages its forked workers start from (measured: 89 instead
+    of 63 bytes per utterance after loading a 1,000,000-line manifest and its dataset)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
