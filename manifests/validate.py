@@ -123,7 +123,7 @@ def cli_main(argv: Optional[List[str]] = None) -> int:
         return 1
     for path in args.manifests:
         m = read_manifest(path)
-        print(f"e2v-validate-manifest: {path}: OK, {len(m)} utterances, {sum(m.sizes) / TARGET_RATE / 3600:.2f} h "
+        print(f"e2v-validate-manifest: {path}: OK, {len(m)} utterances, {int(m.sizes.sum()) / TARGET_RATE / 3600:.2f} h "
               f"at 16 kHz mono, root {m.root}")
     return 0
 
