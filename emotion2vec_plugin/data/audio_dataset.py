@@ -33,8 +33,11 @@ from fairseq.data import FairseqDataset
 from ..modules.feature_extractor import clip_problem, frames_for_samples
 from ..modules.masking import compute_span_mask
 from .manifest import AudioReadError, Manifest, read_mono
+from .worker_memory import release_free_heap
 
 logger = logging.getLogger(__name__)
+
+TRIM_EVERY = 50  # batches between two malloc_trim calls in a loader worker (batch_built)
 
 
 class Emotion2vecAudioDataset(FairseqDataset):
@@ -168,7 +171,18 @@ class Emotion2vecAudioDataset(FairseqDataset):
                 len(samples) * m["clone_batch"], frames, m["mask_prob"], m["mask_length"], m["mask_prob_adjust"],
                 generator=self._generator(ids, salt=1),
             )
+        self.batch_built()
         return {"id": net_input["id"], "net_input": net_input, "bad_files": bad}
+
+    def batch_built(self) -> None:
+        """Every ``TRIM_EVERY`` batches built in a loader worker, give its freed heap back
+        (``data/worker_memory.py``). A worker's batch tensors are moved to shared memory by its
+        queue thread while the next batch is being built; the freed blocks leave holes that glibc
+        keeps resident: measured 15-70 MB of private growth per worker in its first 19,000
+        utterances, 1-7 MB with a trim every 50 batches."""
+        self._built = getattr(self, "_built", 0) + 1
+        if self._built % TRIM_EVERY == 0 and torch.utils.data.get_worker_info() is not None:
+            release_free_heap()
 
     def num_tokens(self, index: int) -> int:
         return self.size(index)

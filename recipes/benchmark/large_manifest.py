@@ -13,9 +13,10 @@ What it does, for ``--utterances N``:
    workers for ``--updates`` updates (batches of ``--max-tokens`` samples of 0.25-0.5 s crops, so
    that workers read many utterances), and samples USS, PSS and RSS of the trainer and every
    worker from ``/proc/<pid>/smaps_rollup`` every ``--interval`` seconds. The same run with
-   ``--baseline`` utterances gives the trainer's memory without the corpus; the difference at
-   the first update, divided by the extra utterances, is the trainer's dataset memory per
-   utterance (manifest, dataset arrays, fairseq's batches). A worker's growth is its USS at
+   ``--baseline`` utterances gives the trainer's memory without the corpus; the difference of
+   the trainer's RSS at the first update (its USS misses pages shared with the workers), divided
+   by the extra utterances, is the trainer's dataset memory per utterance (manifest, dataset
+   arrays, fairseq's batches). A worker's growth is its USS at
    the end minus after the first quarter of the updates (its first batches allocate buffers
    once), per 100,000 utterances it read in between (fairseq's ``bsz`` of those updates divided
    by the workers);
@@ -273,14 +274,16 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     if not args.no_train:
         base = train_run(make_data(work, args.baseline), work / f"run_{args.baseline}", args, 3)
         run = train_run(data, work / f"run_{args.utterances}", args, args.updates)
-        trainer_extra = (run["first_update"]["mem"][run["trainer"]]["uss"]
-                         - base["first_update"]["mem"][base["trainer"]]["uss"]) * 1024
+        # RSS, not USS: the dataset's pages are shared with the workers, so the trainer's USS misses them
+        trainer_extra = (run["first_update"]["mem"][run["trainer"]]["rss"]
+                         - base["first_update"]["mem"][base["trainer"]]["rss"]) * 1024
         growth = worker_growth(run, args.workers)
         result["train"] = {
             "loaded_s": run["loaded_s"], "first_update_s": run["first_update"]["seconds"],
             "baseline_first_update_s": base["first_update"]["seconds"], "updates": run["updates"],
             "utterances_read": run["utterances"],
-            "trainer_uss_mb": run["first_update"]["mem"][run["trainer"]]["uss"] / 1024,
+            "trainer_rss_mb": run["first_update"]["mem"][run["trainer"]]["rss"] / 1024,
+            "baseline_trainer_rss_mb": base["first_update"]["mem"][base["trainer"]]["rss"] / 1024,
             "trainer_bytes_per_utt": trainer_extra / (args.utterances - args.baseline),
             "workers": growth, "worst_worker_mb_per_100k": max((g["mb_per_100k"] for g in growth), default=None),
             "totals_end": totals(run)}
