@@ -29,7 +29,7 @@ from fairseq.tasks import FairseqTask
 from omegaconf import II
 
 from ..checkpoint.repair import repair_last_checkpoint
-from ..data.worker_memory import freeze_gc_before_fork
+from ..data.worker_memory import freeze_gc_before_fork, release_free_heap
 from .startup_checks import report_input_errors, run_startup_checks
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,14 @@ class Emotion2vecTaskBase(FairseqTask):
             optimizer.zero_grad()
             return
         optimizer.step()
+
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        """fairseq's iterator; then the temporaries of ordering and batching millions of
+        utterances (freed, but kept resident by glibc) go back to the system before the loader
+        workers are forked from this process (``data/worker_memory.py``)."""
+        itr = super().get_batch_iterator(dataset, *args, **kwargs)
+        release_free_heap()
+        return itr
 
     @property
     def source_dictionary(self):
