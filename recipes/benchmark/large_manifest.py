@@ -26,7 +26,8 @@ What it does, for ``--utterances N``:
    frozen before the fork, as the emotion2vec tasks do) on the same manifest: a fresh process
    builds the dataset, forks a DataLoader with the same workers and reads a quarter of
    ``--reference-reads`` random utterances as warm-up, then ``--reference-reads`` more; growth is
-   measured over the latter, and the warm-up's growth is reported apart.
+   measured over the latter (peaks of its first and last third, ``envelope_growth``), and the
+   warm-up's growth is reported apart.
 
 Prints a summary and writes everything to ``work/N/result.json``.
 """
@@ -130,25 +131,33 @@ def train_run(data: Path, out: Path, args: argparse.Namespace, updates: int) -> 
             "trainer": proc.pid, "updates": sampler.progress["update"], "utterances": sampler.progress["utterances"]}
 
 
+def envelope_growth(points: List[tuple]) -> tuple:
+    """(growth in MB, utterances read) between the first and the last third of ``points``
+    [(utterances read, USS KiB)], each third taken at its peak USS: a worker trims its heap every
+    50 batches, so its USS is a sawtooth, and only a rise of the peaks is growth."""
+    k = max(1, len(points) // 3)
+    head, tail = points[:k], points[-k:]
+    grow = (max(u for _, u in tail) - max(u for _, u in head)) / 1024
+    read = (tail[len(tail) // 2][0] - head[len(head) // 2][0])
+    return grow, read
+
+
 def worker_growth(run: Dict[str, object], workers: int, warm: float = 0.25) -> List[Dict[str, float]]:
-    """Per worker: USS at the first update and at its last sample, and its growth per 100k
-    utterances read from the first sample after ``warm`` of the updates (the first batches
-    allocate the worker's buffers once) to its last sample."""
+    """Per worker: USS at the first update and at the end, and its growth per 100k utterances
+    read (:func:`envelope_growth`) from ``warm`` of the updates (its first batches allocate
+    buffers once) to its last sample before the final update (fairseq's teardown after it
+    rewrites the trainer's pages, which shows up in the workers)."""
     first = run["first_update"]
     trainer = run["trainer"]
     out = []
     for pid in [p for p in first["mem"] if p != trainer]:
-        seen = [s for s in run["samples"] if pid in s["mem"] and s["t"] >= first["t"]]
-        # from a quarter of the updates to the last sample before the final update (fairseq's
-        # teardown after it rewrites the trainer's pages, which shows up in the workers)
-        warmed = [s for s in seen if warm * run["updates"] <= s["update"] < run["updates"]]
-        if not warmed:
+        warmed = [s for s in run["samples"] if pid in s["mem"] and s["t"] >= first["t"]
+                  and warm * run["updates"] <= s["update"] < run["updates"]]
+        if len(warmed) < 3:
             continue
-        a, b = warmed[0], warmed[-1]
-        read = (b["utterances"] - a["utterances"]) / workers
-        grow = (b["mem"][pid]["uss"] - a["mem"][pid]["uss"]) / 1024
+        grow, read = envelope_growth([(s["utterances"] / workers, s["mem"][pid]["uss"]) for s in warmed])
         out.append({"pid": pid, "uss_first_update_mb": first["mem"][pid]["uss"] / 1024,
-                    "uss_end_mb": b["mem"][pid]["uss"] / 1024, "read": read, "growth_mb": grow,
+                    "uss_end_mb": warmed[-1]["mem"][pid]["uss"] / 1024, "read": read, "growth_mb": grow,
                     "mb_per_100k": grow / read * 1e5 if read > 0 else float("nan")})
     return out
 
@@ -216,16 +225,18 @@ def child_reference(kind: str, manifest: str, workers: int, reads: int) -> None:
         n += len(next(it)["id"])
     start = {p: memory_kib(p)["uss"] for p in pids}
     n = 0
+    trace = {p: [] for p in pids}
     while n < reads:
         n += len(next(it)["id"])
-    end = {p: memory_kib(p)["uss"] for p in pids}
+        for p in pids:
+            trace[p].append((n / workers, memory_kib(p)["uss"]))
     del it
-    growth = [(end[p] - start[p]) / 1024 for p in pids]
+    growth, spans = zip(*(envelope_growth(trace[p]) for p in pids))
     print(json.dumps({"kind": kind, "names": backend, "build_s": build_s, "utterances": len(ds),
                       "bytes_per_utt": (built - before) * 1024 / len(ds), "reads_per_worker": n / workers,
                       "warmup_growth_mb": [(start[p] - first[p]) / 1024 for p in pids],
                       "worker_growth_mb": growth,
-                      "mb_per_100k": [g / (n / workers) * 1e5 for g in growth]}))
+                      "mb_per_100k": [g / r * 1e5 for g, r in zip(growth, spans)]}))
 
 
 def child(argv: List[str]) -> Dict[str, object]:
