@@ -353,7 +353,8 @@ def map_chunked(fn: Callable[[T], R], items: Sequence[T], workers: int = 1, prog
     each worker gets ``fn`` and the items once, at start, and then only ``(start, stop)``
     chunks, so a chunk costs one small message each way plus its results.
     """
-    items = list(items)
+    # a Sequence (list, or the lazy lines of a 15-million-line manifest) is used as is
+    items = items if isinstance(items, Sequence) else list(items)
     out: List[R] = []
     with tqdm(total=len(items), unit="file", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
         if workers <= 1 or len(items) < 2:

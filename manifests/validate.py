@@ -14,7 +14,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from emotion2vec_plugin.cli import run_main
 from emotion2vec_plugin.data.manifest import Manifest, ManifestError, read_manifest
@@ -46,9 +46,27 @@ def check_entry(entry: Tuple[str, str, int]) -> Optional[str]:
     return None
 
 
+class ManifestEntries(Sequence):
+    """``(where, file, listed length)`` of each utterance of ``manifest``, made on access: a
+    manifest of millions of lines is not turned into millions of tuples, and forked workers
+    share its flat buffers (``emotion2vec_plugin/data/columns.py``)."""
+
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        m = self.manifest
+        return m.where(i), m.full_path(i), int(m.sizes[i])
+
+
 def check_manifest(manifest: Manifest, workers: int = 1, progress: bool = False) -> List[str]:
     """Problems of every line of a parsed manifest, in line order."""
-    entries = [(manifest.where(i), manifest.full_path(i), manifest.sizes[i]) for i in range(len(manifest))]
+    entries = ManifestEntries(manifest)
     results = map_chunked(check_entry, entries, workers=workers, progress=progress, desc="validating")
     return [r for r in results if r is not None]
 
@@ -71,7 +89,9 @@ def get_parser() -> argparse.ArgumentParser:
                                 description="Re-check fairseq wav manifests: root, files, 16 kHz mono, lengths.")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="train.tsv, valid.tsv, ...")
     p.add_argument("--limit", type=int, default=20, help="problems printed at most (all are counted)")
-    p.add_argument("--workers", type=int, default=1, help="processes reading files (1: no pool)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes reading files (1: no pool); the training start-up check samples large "
+                        "manifests and points here to check every file in parallel")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -103,7 +123,7 @@ def cli_main(argv: Optional[List[str]] = None) -> int:
         return 1
     for path in args.manifests:
         m = read_manifest(path)
-        print(f"e2v-validate-manifest: {path}: OK, {len(m)} utterances, {sum(m.sizes) / TARGET_RATE / 3600:.2f} h "
+        print(f"e2v-validate-manifest: {path}: OK, {len(m)} utterances, {int(m.sizes.sum()) / TARGET_RATE / 3600:.2f} h "
               f"at 16 kHz mono, root {m.root}")
     return 0
 

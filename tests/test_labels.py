@@ -91,7 +91,7 @@ def test_ravdess_48k_needs_resample_to_and_groups_by_actor(tmp_path):
         run("ravdess", root, tmp_path / "out")
     m, emo, group, summary = run("ravdess", root, tmp_path / "out", "--resample-to", str(tmp_path / "16k"))
     assert emo == ["calm", "angry", "surprised"] and group == ["Actor_01", "Actor_01", "Actor_12"]
-    assert m.root == str(tmp_path / "16k") and m.sizes == [1600, 1600, 1600] and summary["converted"] == 3
+    assert m.root == str(tmp_path / "16k") and m.sizes.tolist() == [1600, 1600, 1600] and summary["converted"] == 3
     write(root / "Actor_02" / "notes.wav")
     with pytest.raises(labels.LabelError, match=r"notes\.wav: expected a RAVDESS name MM-VV-EE-II-SS-RR-AA"):
         run("ravdess", root, tmp_path / "out2")
@@ -151,7 +151,7 @@ def test_csv_relative_absolute_spaces_bom_and_default_group(tmp_path):
     (mine / "labels.csv").write_text(f"\ufeffpath,label,group\nclips/x y é.wav,calm,s1\n\n"
                                      f"{tmp_path / 'elsewhere' / 'z.wav'},very tense,s2\n", encoding="utf-8")
     m, emo, group, _ = run("csv", mine / "labels.csv", tmp_path / "out", "--resample-to", str(tmp_path / "c"))
-    assert emo == ["calm", "very tense"] and group == ["s1", "s2"] and m.sizes == [1600, 1600]
+    assert emo == ["calm", "very tense"] and group == ["s1", "s2"] and m.sizes.tolist() == [1600, 1600]
     (mine / "nogroup.csv").write_text("label,path\nneu,clips/x y é.wav\n", encoding="utf-8")
     _, emo, group, _ = run("csv", mine / "nogroup.csv", tmp_path / "out2")
     assert emo == ["neu"] and group == ["all"]

@@ -230,7 +230,7 @@ def test_manifest_is_read_by_fairseqs_own_dataset_with_the_same_sizes(messy):
     manifest = read_manifest(str(tmp / "m" / "train.tsv"))
     dataset = FileAudioDataset(str(tmp / "m" / "train.tsv"), sample_rate=16000, min_sample_size=0)
     assert len(dataset) == len(manifest) > 10
-    assert list(dataset.sizes) == manifest.sizes
+    assert list(dataset.sizes) == manifest.sizes.tolist()
     for i in range(len(dataset)):
         assert dataset[i]["source"].shape == (manifest.sizes[i],), manifest.names[i]
 

@@ -33,8 +33,11 @@ from fairseq.data import FairseqDataset
 from ..modules.feature_extractor import clip_problem, frames_for_samples
 from ..modules.masking import compute_span_mask
 from .manifest import AudioReadError, Manifest, read_mono
+from .worker_memory import release_free_heap
 
 logger = logging.getLogger(__name__)
+
+TRIM_EVERY = 50  # batches between two malloc_trim calls in a loader worker (batch_built)
 
 
 class Emotion2vecAudioDataset(FairseqDataset):
@@ -76,18 +79,21 @@ class Emotion2vecAudioDataset(FairseqDataset):
             raise ValueError("dataset-side masks need conv_layers to know the number of frames per crop")
         self.conv_layers = conv_layers
         self._warned = set()
-        keep = [i for i, n in enumerate(manifest.sizes) if n >= min_sample_size]
+        # numpy only, no Python object per utterance: forked loader workers share these pages
+        # with the trainer instead of copying them as they read (data/columns.py)
+        all_sizes = np.asarray(manifest.sizes, dtype=np.int64)
+        keep = np.flatnonzero(all_sizes >= min_sample_size)
         skipped = len(manifest) - len(keep)
         if skipped:
             logger.info("%s: left out %d of %d utterances shorter than min_sample_size=%d",
                         manifest.path, skipped, len(manifest), min_sample_size)
-        if not keep:
+        if not len(keep):
             raise ValueError(
                 f"{manifest.path}: no utterance is at least task.min_sample_size={min_sample_size} samples long "
-                f"(longest: {max(manifest.sizes, default=0)}); lower task.min_sample_size"
+                f"(longest: {int(all_sizes.max()) if len(all_sizes) else 0}); lower task.min_sample_size"
             )
-        self.indices = np.asarray(keep, dtype=np.int64)
-        self.sizes = np.asarray(manifest.sizes, dtype=np.int64)[self.indices]
+        self.indices = keep.astype(np.int64, copy=False)
+        self.sizes = all_sizes[self.indices]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -165,7 +171,18 @@ class Emotion2vecAudioDataset(FairseqDataset):
                 len(samples) * m["clone_batch"], frames, m["mask_prob"], m["mask_length"], m["mask_prob_adjust"],
                 generator=self._generator(ids, salt=1),
             )
+        self.batch_built()
         return {"id": net_input["id"], "net_input": net_input, "bad_files": bad}
+
+    def batch_built(self) -> None:
+        """Every ``TRIM_EVERY`` batches built in a loader worker, give its freed heap back
+        (``data/worker_memory.py``). A worker's batch tensors are moved to shared memory by its
+        queue thread while the next batch is being built; the freed blocks leave holes that glibc
+        keeps resident: measured 15-70 MB of private growth per worker in its first 19,000
+        utterances, 1-7 MB with a trim every 50 batches."""
+        self._built = getattr(self, "_built", 0) + 1
+        if self._built % TRIM_EVERY == 0 and torch.utils.data.get_worker_info() is not None:
+            release_free_heap()
 
     def num_tokens(self, index: int) -> int:
         return self.size(index)

@@ -62,6 +62,7 @@ class Emotion2vecLabelledDataset(Emotion2vecAudioDataset):
         source, padding_mask = crop_and_pad([s["source"] for s in samples],
                                             self.max_sample_size if self.crop else None, gen)
         id_tensor = torch.tensor(ids, dtype=torch.long)
+        self.batch_built()
         return {
             "id": id_tensor,
             "net_input": {"source": source, "padding_mask": padding_mask, "id": id_tensor},

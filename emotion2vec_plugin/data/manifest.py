@@ -13,9 +13,13 @@ It has no dependency on fairseq or torch so that the manifest tools can share it
 
 import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Sequence
+
+import numpy as np
 
 from ..errors import Emotion2vecError
+from .columns import StringColumn
+from .manifest_scan import read_first_line, scan_utterances
 
 
 class ManifestError(Emotion2vecError, ValueError):
@@ -54,35 +58,55 @@ def read_utf8(path: str, what: str = "text file", fix: str = "re-save it as UTF-
 
 @dataclass
 class Manifest:
-    """A parsed manifest.
+    """A parsed manifest, held in flat read-only buffers (``data/columns.py``): no Python object
+    per utterance, so loader workers forked from the trainer share it instead of copying it.
 
     Attributes:
         path: the manifest file.
         root: the audio root directory (line 1).
-        names: relative paths, one per utterance.
-        sizes: lengths in samples, one per utterance.
-        line_numbers: the 1-based line each utterance came from (for error messages).
+        names: relative paths, one per utterance [n] (``names[i]`` is a str).
+        sizes: lengths in samples [n], int64.
+        line_numbers: the 1-based line each utterance came from [n], int64 (for error messages).
     """
 
     path: str
     root: str
-    names: List[str]
-    sizes: List[int]
-    line_numbers: List[int]
+    names: StringColumn
+    sizes: np.ndarray
+    line_numbers: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.names, StringColumn):
+            self.names = StringColumn.from_strings(self.names)
+        self.sizes = np.asarray(self.sizes, dtype=np.int64)
+        self.line_numbers = np.asarray(self.line_numbers, dtype=np.int64)
+        if not len(self.names) == len(self.sizes) == len(self.line_numbers):
+            raise ValueError(f"{self.path}: {len(self.names)} names, {len(self.sizes)} sizes and "
+                             f"{len(self.line_numbers)} line numbers")
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.sizes)
 
     def full_path(self, i: int) -> str:
         return os.path.join(self.root, self.names[i])
 
     def where(self, i: int) -> str:
         """``manifest:line`` of utterance ``i``, for error messages."""
-        return f"{self.path}:{self.line_numbers[i]}"
+        return f"{self.path}:{int(self.line_numbers[i])}"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the per-utterance buffers."""
+        return self.names.nbytes + int(self.sizes.nbytes + self.line_numbers.nbytes)
 
 
 def read_manifest(path: str, check_root: bool = True) -> Manifest:
     """Parse a fairseq wav manifest.
+
+    Line 1 is read and its root checked first, so a missing root fails at once whatever the
+    size of the file. The utterance lines are parsed vectorised (``data/manifest_scan.py``: 15
+    million lines in seconds); a file the fast parser does not take line by line goes through
+    :func:`parse_lines`, which gives the same result or names the bad line.
 
     Args:
         path: the ``.tsv`` file.
@@ -100,6 +124,34 @@ def read_manifest(path: str, check_root: bool = True) -> Manifest:
             f"manifest {path!r} does not exist; write one with `e2v-manifest AUDIO_ROOT --dest DIR` "
             f"or point task.data at the folder holding <subset>.tsv"
         )
+    first, body_start = read_first_line(path)
+    try:
+        root_lines = first.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        root_lines = None  # parse_lines names the byte
+    if root_lines is not None and len(root_lines) == 1 and root_lines[0].strip():
+        root = root_lines[0].strip()
+        if check_root:
+            check_root_dir(path, root)
+        scanned = scan_utterances(path, body_start)
+        if scanned is not None:
+            names, sizes, line_numbers = scanned
+            return Manifest(path=path, root=root, names=names, sizes=sizes, line_numbers=line_numbers)
+    return parse_lines(path, check_root)
+
+
+def check_root_dir(path: str, root: str) -> None:
+    """ManifestError unless the root ``root`` on line 1 of ``path`` is a directory."""
+    if not os.path.isdir(root):
+        raise ManifestError(
+            f"{path}:1: audio root {root!r} is not a directory; the manifest was probably written on "
+            f"another machine: edit line 1 or re-run e2v-manifest"
+        )
+
+
+def parse_lines(path: str, check_root: bool = True) -> Manifest:
+    """:func:`read_manifest` line by line with Python strings: slow and memory-hungry for millions
+    of lines, but it names the first bad line. Used for what the fast parser does not take."""
     try:
         lines = read_utf8(path, "manifest (root on line 1, then 'relpath<TAB>num_samples' lines)",
                           "rebuild it with e2v-manifest, or check that this is the right file").splitlines()
@@ -110,11 +162,8 @@ def read_manifest(path: str, check_root: bool = True) -> Manifest:
             f"{path}:1: expected the audio root directory on line 1, found an empty line/file"
         )
     root = lines[0].strip()
-    if check_root and not os.path.isdir(root):
-        raise ManifestError(
-            f"{path}:1: audio root {root!r} is not a directory; the manifest was probably written on "
-            f"another machine: edit line 1 or re-run e2v-manifest"
-        )
+    if check_root:
+        check_root_dir(path, root)
     names: List[str] = []
     sizes: List[int] = []
     line_numbers: List[int] = []
@@ -141,10 +190,20 @@ def read_manifest(path: str, check_root: bool = True) -> Manifest:
     return Manifest(path=path, root=root, names=names, sizes=sizes, line_numbers=line_numbers)
 
 
-def first_missing_files(manifest: Manifest, limit: Optional[int] = 10) -> List[str]:
-    """``path:line: file`` strings for utterances whose audio file does not exist."""
+def sample_indices(n: int, limit: Optional[int], seed: int = 0) -> np.ndarray:
+    """All of ``range(n)`` when ``limit`` is None/0 or ``n <= limit``; else ``limit`` distinct
+    indices drawn with ``seed``, in increasing order (the start-up check of large manifests)."""
+    if not limit or n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def first_missing_files(manifest: Manifest, limit: Optional[int] = 10,
+                        indices: Optional[Sequence[int]] = None) -> List[str]:
+    """``path:line: file`` strings for utterances whose audio file does not exist, looking at
+    ``indices`` (default: every utterance) in order and stopping after ``limit`` of them."""
     bad = []
-    for i in range(len(manifest)):
+    for i in (range(len(manifest)) if indices is None else indices):
         if not os.path.isfile(manifest.full_path(i)):
             bad.append(f"{manifest.where(i)}: {manifest.full_path(i)} does not exist")
             if limit is not None and len(bad) >= limit:

@@ -10,7 +10,8 @@ every utterance).
 The base gives both tasks:
 
 * ``setup_task``: repair of a truncated ``checkpoint_last.pt`` on rank 0 before fairseq resumes
-  from it, and the start-up checks of ``startup_checks.py``;
+  from it, the start-up checks of ``startup_checks.py``, and the garbage collector frozen before
+  each fork of loader workers (``data/worker_memory.py``);
 * ``build_model``: a bad ``model.init_from`` checkpoint reported as one line under hydra;
 * ``train_step`` / ``valid_step`` / ``optimizer_step``: the guards against non-finite losses
   and batches of bad files (every rank skips the same updates, see :meth:`train_step`).
@@ -28,6 +29,7 @@ from fairseq.tasks import FairseqTask
 from omegaconf import II
 
 from ..checkpoint.repair import repair_last_checkpoint
+from ..data.worker_memory import freeze_gc_before_fork, release_free_heap
 from .startup_checks import report_input_errors, run_startup_checks
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,13 @@ class Emotion2vecTaskConfig(FairseqDataclass):
         metadata={"help": "crop cap in samples (320000 = 20 s): longer utterances are cropped at a random offset; "
                           "fine-tuning crops its training subset only and evaluates whole utterances"},
     )
-    check_files: bool = field(default=True, metadata={"help": "check at start that every listed file exists"})
+    check_files: bool = field(default=True, metadata={"help": "check at start that the listed files exist"})
+    check_files_sample: int = field(
+        default=10000,
+        metadata={"help": "with task.check_files, a manifest listing more files than this has only a seeded sample "
+                          "of this many checked at start (the log says how to check all with e2v-validate-manifest "
+                          "--workers N); 0: check every file"},
+    )
     # null when fine-tuning takes the encoder shape from model.init_from: set by build_model then
     conv_feature_layers: Optional[str] = II("model.conv_feature_layers")
     seed: int = II("common.seed")
@@ -69,6 +77,7 @@ class Emotion2vecTaskBase(FairseqTask):
         if rank == 0 and save_dir and cfg.get("restore_file") == "checkpoint_last.pt":
             repair_last_checkpoint(save_dir)
         run_startup_checks(cfg)  # settings that would die deep inside fairseq (startup_checks.py)
+        freeze_gc_before_fork()  # loader workers keep sharing the trainer's heap (data/worker_memory.py)
         return cls(cfg)
 
     def build_model(self, cfg, from_checkpoint=False):
@@ -135,6 +144,14 @@ class Emotion2vecTaskBase(FairseqTask):
             optimizer.zero_grad()
             return
         optimizer.step()
+
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        """fairseq's iterator; then the temporaries of ordering and batching millions of
+        utterances (freed, but kept resident by glibc) go back to the system before the loader
+        workers are forked from this process (``data/worker_memory.py``)."""
+        itr = super().get_batch_iterator(dataset, *args, **kwargs)
+        release_free_heap()
+        return itr
 
     @property
     def source_dictionary(self):

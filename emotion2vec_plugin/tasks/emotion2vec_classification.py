@@ -127,7 +127,8 @@ class Emotion2vecClassificationTask(Emotion2vecTaskBase):
         labelled = read_labelled_split(str(cfg.data), split)
         targets = label_ids(labelled, self.labels, self.train_label_path or "the checkpoint's label set")
         if cfg.check_files:
-            check_audio_files(labelled.manifest, "the manifests with e2v-labels")
+            check_audio_files(labelled.manifest, "the manifests with e2v-labels",
+                              cfg.get("check_files_sample", 0), cfg.seed)
         dataset = Emotion2vecLabelledDataset(
             labelled.manifest, targets, crop=training, max_sample_size=cfg.max_sample_size,
             sample_rate=cfg.sample_rate, min_sample_size=cfg.min_sample_size, normalize=cfg.normalize,

@@ -132,7 +132,8 @@ class Emotion2vecPretrainingTask(Emotion2vecTaskBase):
         cfg = self.cfg
         manifest = read_manifest(path)
         if cfg.check_files:
-            check_audio_files(manifest, "the manifest with e2v-manifest")
+            check_audio_files(manifest, "the manifest with e2v-manifest",
+                              cfg.get("check_files_sample", 0), cfg.seed)
         conv_layers = parse_conv_layers(cfg.conv_feature_layers)
         mask = None
         if cfg.precompute_mask:

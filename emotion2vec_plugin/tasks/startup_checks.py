@@ -47,7 +47,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ..checkpoint.convert import CheckpointMismatchError
 from ..checkpoint.safe_load import CheckpointReadError
 from ..errors import Emotion2vecError, describe
-from ..data.manifest import AudioReadError, Manifest, ManifestError, first_missing_files
+from ..data.manifest import AudioReadError, Manifest, ManifestError, first_missing_files, sample_indices
 from ..modules.config import parse_conv_layers
 from ..modules.feature_extractor import frames_for_samples
 
@@ -186,13 +186,23 @@ def check_batches_fit(task_cfg: Any, split: str, dataset: Any) -> None:
             f"raise {key.split(' ')[0]} to at least {int(crops[longest])} or lower task.max_sample_size")
 
 
-def check_audio_files(manifest: Manifest, rebuild: str) -> None:
+def check_audio_files(manifest: Manifest, rebuild: str, sample: Optional[int] = None, seed: int = 0) -> None:
     """``task.check_files``: the first missing audio files of ``manifest`` as one ManifestError;
-    ``rebuild`` names what rebuilds the manifest (e.g. "the manifest with e2v-manifest")."""
-    missing = first_missing_files(manifest)
+    ``rebuild`` names what rebuilds the manifest (e.g. "the manifest with e2v-manifest").
+
+    With ``sample`` set and more files listed, only a seeded sample of ``sample`` files is
+    checked (one ``isfile`` each: seconds locally for millions of files, hours on a network
+    filesystem), and the log says so and how to check all of them in parallel."""
+    indices = sample_indices(len(manifest), sample, seed)
+    missing = first_missing_files(manifest, indices=indices)
     if missing:
-        raise ManifestError(f"{manifest.path}: audio files are missing (first {len(missing)} shown):\n  "
+        checked = f" of a sample of {len(indices)}" if len(indices) < len(manifest) else ""
+        raise ManifestError(f"{manifest.path}: audio files are missing (first {len(missing)}{checked} shown):\n  "
                             + "\n  ".join(missing) + f"\nfix the root on line 1 or rebuild {rebuild}")
+    if len(indices) < len(manifest):
+        logger.info("%s: checked %d of %d listed files (a sample drawn with seed %d; task.check_files_sample); "
+                    "check all of them with e2v-validate-manifest --workers N %s", manifest.path, len(indices),
+                    len(manifest), seed, manifest.path)
 
 
 def one_line_errors() -> bool:
