@@ -29,23 +29,10 @@ from ..cli import run_main
 from ..data.feature_store import save_stacked
 from ..data.manifest import ManifestError, first_missing_files, read_manifest, read_mono
 from ..formats.load import load_pretrained
-from ..modules.layer_spec import block_index
+from ..modules.layer_spec import select_layers  # noqa: F401  (also this module's name for it)
 from .featurizer import extract_batch, fbank_features, plan_batches
 
 logger = logging.getLogger(__name__)
-
-
-def select_layers(num_layers: int, layers: Optional[Sequence[int]]) -> List[int]:
-    """0-based block indices from user indices (1-based, or negative from the end; default: last)."""
-    if not layers:
-        return [num_layers - 1]
-    out = []
-    for layer in layers:
-        i = block_index(layer, num_layers)
-        if i is None:
-            raise ValueError(f"--layers {layer}: the model has blocks 1..{num_layers} (or -1..-{num_layers})")
-        out.append(i)
-    return out
 
 
 def npy_relpath(name: str) -> str:
