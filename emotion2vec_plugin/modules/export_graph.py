@@ -48,6 +48,7 @@ class ExportGraph(nn.Module):
         self.layers = sorted(set(int(i) for i in layers))
         self.normalize = normalize
         self.head = head
+        self.n_tok = encoder.num_utterance_tokens  # a Python int here, a constant in the trace
         # blocks to run: up to the last one chosen (the classifier needs the last block anyway)
         self.run_until = encoder.num_layers - 1 if head is not None else max(self.layers)
 
@@ -70,7 +71,7 @@ class ExportGraph(nn.Module):
         enc, audio = self.encoder, self.encoder.audio
         B, T = frame_mask.shape
         x = x + audio.relative_positional_encoder(x, frame_mask)
-        n_tok = enc.num_utterance_tokens
+        n_tok = self.n_tok
         positions = torch.arange(T, device=x.device).unsqueeze(0)  # [1, T]
         bias = alibi_bias(positions, audio.alibi_slopes, audio.alibi_scale.clamp_min(0).view(-1), n_tok)
         key_pad = frame_mask
