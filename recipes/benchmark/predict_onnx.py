@@ -16,7 +16,9 @@
    * funasr: ``python predict_onnx.py funasr WORK`` (``AutoModel(model=WORK/funasr, ncpu=N)`` and
      ``generate(path, granularity="utterance")`` per clip, its usual loop)
 
-   Reported: median seconds per system and the speed-ups (median of per-round ratios).
+   Reported per system: median wall seconds and median CPU seconds of the process (user + system,
+   from ``getrusage(RUSAGE_CHILDREN)``; other processes' load inflates it much less than wall
+   time), and the speed-ups (medians of the per-round ratios), wall and CPU.
 3. ``funasr-onnx WORK``: tries FunASR's own ONNX export, ``AutoModel(model=WORK/funasr).export(type="onnx")``.
 
 FunASR is not a project dependency; install it beside the venv (see predict_vs_funasr.py)::
@@ -31,6 +33,7 @@ import argparse
 import glob
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -110,22 +113,28 @@ def time_all(args) -> dict:
     systems = [s for s in SYSTEMS if s in args.systems]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     seconds = {s: [] for s in systems}
+    cpu = {s: [] for s in systems}
     load = os.getloadavg()[0]
     for r in range(args.rounds):
         order = systems[r % len(systems):] + systems[: r % len(systems)]
         for s in order:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             proc = subprocess.run(command(s, args), env=env, capture_output=True, text=True)
             seconds[s].append(time.perf_counter() - t0)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[s].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
             if proc.returncode != 0:
                 raise SystemExit(f"{s} failed: {proc.stderr[-2000:]}")
-    med = {s: round(statistics.median(v), 2) for s, v in seconds.items()}
     ratios = {}
-    for a, b in (("torch", "onnx"), ("torch", "int8"), ("funasr", "onnx"), ("funasr", "int8"), ("funasr", "torch")):
-        if a in seconds and b in seconds:
-            ratios[f"{a}/{b}"] = round(statistics.median([x / y for x, y in zip(seconds[a], seconds[b])]), 2)
-    report = {"threads": args.threads, "rounds": args.rounds, "median_seconds": med, "speedup": ratios,
-              "per_round": {s: [round(x, 2) for x in v] for s, v in seconds.items()},
+    for kind, per in (("wall", seconds), ("cpu", cpu)):
+        for a, b in (("torch", "onnx"), ("torch", "int8"), ("funasr", "onnx"), ("funasr", "int8"), ("funasr", "torch")):
+            if a in per and b in per:
+                ratios[f"{kind} {a}/{b}"] = round(statistics.median([x / y for x, y in zip(per[a], per[b])]), 2)
+    report = {"threads": args.threads, "rounds": args.rounds,
+              "median_wall_seconds": {s: round(statistics.median(v), 2) for s, v in seconds.items()},
+              "median_cpu_seconds": {s: round(statistics.median(v), 2) for s, v in cpu.items()}, "speedup": ratios,
+              "wall_per_round": {s: [round(x, 2) for x in v] for s, v in seconds.items()},
               "load_average_1min_before_after": [round(load, 2), round(os.getloadavg()[0], 2)]}
     print(json.dumps(report))
     return report
