@@ -25,6 +25,9 @@ setup(
         "matplotlib",
         "safetensors",
         "pyyaml",
+        # e2v-export --format onnx (TorchScript exporter, no onnxscript needed) and its runner
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
     ],
     extras_require={"test": ["pytest", "pytest-xdist"]},
     entry_points={
