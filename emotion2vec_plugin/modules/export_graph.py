@@ -14,8 +14,8 @@ for every batch size and length), what ``inference/featurizer.py`` computes for 
 
 The mask is always applied (an all-False mask adds zeros), where the eager path skips it when
 nothing is padded: the same numbers up to fp32 rounding. Same parameters as the eager modules;
-the CNN is the eager path's window matmul, its windows cut by strided slices instead of
-``unfold`` (which the exporter cannot trace with a dynamic length).
+the CNN runs as ``F.conv1d`` here instead of the eager path's unfold + matmul, which traces into
+a plain ONNX ``Conv``.
 """
 
 from typing import List, Optional, Sequence, Tuple
@@ -53,25 +53,17 @@ class ExportGraph(nn.Module):
         self.run_until = encoder.num_layers - 1 if head is not None else max(self.layers)
 
     def cnn(self, source: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """[B, S] -> CNN + projection features [B, T, D] and valid frame counts [B] (int64).
-
-        Each conv is a MatMul over its input windows, channels last throughout: the k strided
-        slices ``x[:, j::stride]`` (j < k) of [B, T, C] side by side are the windows [B, T_out, k * C]
-        (kernel-major), times the conv weight permuted to [k * C_in, C_out]. No transposes around
-        the LayerNorms over channels, and onnxruntime's MatMul beats its Conv here (recipes/RESULTS.md).
-        """
+        """[B, S] -> CNN + projection features [B, T, D] and valid frame counts [B] (int64)."""
         audio = self.encoder.audio
-        x = source.unsqueeze(-1)  # [B, S, 1]
+        x = source.unsqueeze(1)  # [B, 1, S]
         lengths = valid.sum(dim=1)  # [B] valid samples
         for layer, (_, kernel, stride) in zip(audio.local_encoder.conv_layers, audio.local_encoder.layers_spec):
             conv, norm = layer[0], layer[2][1]
-            t_out = torch.div(x.size(1) - kernel, stride, rounding_mode="floor") + 1
-            span = stride * (t_out - 1) + 1
-            windows = torch.cat([x[:, j:j + span:stride] for j in range(kernel)], dim=-1)  # [B, T_out, k * C_in]
-            weight = conv.weight.permute(2, 1, 0).reshape(-1, conv.out_channels)  # [k * C_in, C_out]
-            x = F.gelu(F.layer_norm(windows @ weight, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
+            x = F.conv1d(x, conv.weight, stride=conv.stride)  # [B, C, T_out]
+            x = F.layer_norm(x.transpose(1, 2), norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            x = F.gelu(x).transpose(1, 2)  # [B, C, T_out]
             lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
-        x = audio.project_features(x)  # [B, T, D]
+        x = audio.project_features(x.transpose(1, 2))  # [B, T, D]
         return x, lengths.clamp_min(0)
 
     def blocks(self, x: torch.Tensor, frame_mask: torch.Tensor) -> List[torch.Tensor]:
