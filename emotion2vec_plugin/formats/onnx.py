@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from typing import Optional, Sequence
 
 from .. import onnx_interface as spec
@@ -56,7 +57,10 @@ def export_graph(record: ModelRecord, path: str, layers: Optional[Sequence[int]]
     dynamic = {"source": {0: "batch", 1: "samples"}, "padding_mask": {0: "batch", 1: "samples"},
                "frames": {0: "batch", 1: "frames"}, "frame_padding_mask": {0: "batch", 1: "frames"},
                "embedding": {0: "batch"}, "logits": {0: "batch"}, "scores": {0: "batch"}}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the exporter's note that it leaves a strided Slice of constants unfolded: harmless, and it
+        # is printed three times per export
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(graph, (source, padding_mask), path, input_names=list(spec.INPUTS), output_names=names,
                           dynamic_axes={k: v for k, v in dynamic.items() if k in names or k in spec.INPUTS},
                           opset_version=opset, do_constant_folding=True, dynamo=False)

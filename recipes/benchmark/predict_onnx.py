@@ -19,7 +19,10 @@
    Reported per system: median wall seconds and median CPU seconds of the process (user + system,
    from ``getrusage(RUSAGE_CHILDREN)``; other processes' load inflates it much less than wall
    time), and the speed-ups (medians of the per-round ratios), wall and CPU.
-3. ``funasr-onnx WORK``: tries FunASR's own ONNX export, ``AutoModel(model=WORK/funasr).export(type="onnx")``.
+3. ``equal WORK``: the base-size graph against the torch path, relative to the output's largest
+   value, on clips of 400 samples (one CNN frame), 3 s and 60 s (frames, embedding, scores), and a
+   padded batch of 400 samples, 3 s and 10 s against each item alone.
+4. ``funasr-onnx WORK``: tries FunASR's own ONNX export, ``AutoModel(model=WORK/funasr).export(type="onnx")``.
 
 FunASR is not a project dependency; install it beside the venv (see predict_vs_funasr.py)::
 
@@ -84,6 +87,41 @@ def prepare(args) -> dict:
               "export_seconds": seconds, "max_abs_score_diff_onnx_vs_torch": score_diff,
               "max_rel_score_diff_onnx_vs_torch": rel, "int8_embedding_cosine_min": round(min(cos), 6),
               "int8_top1_agreement": sum(agree) / len(agree)}
+    print(json.dumps(report))
+    return report
+
+
+def equal(args) -> dict:
+    import numpy as np
+
+    from emotion2vec_plugin.formats.load import load_classifier
+    from emotion2vec_plugin.inference.featurizer import extract_batch, predict_batch
+    from emotion2vec_plugin.inference.onnx_runtime import OnnxRunner
+
+    def rel(a, b):
+        return float(np.abs(a - b).max() / np.abs(b).max())
+
+    model, _, settings = load_classifier(os.path.join(args.work, "plugin"))
+    runner = OnnxRunner(os.path.join(args.work, "onnx"), args.threads)
+    rng = np.random.default_rng(0)
+    wavs = {n: (rng.standard_normal(n) * 0.1).astype(np.float32) for n in (400, 48000, 160000, 960000)}
+    report = {}
+    for n in (400, 48000, 960000):
+        got, w = runner.run([wavs[n]]), wavs[n]
+        last = [model.num_layers - 1]
+        report[f"{n / 16000:g}s"] = {
+            "frames": rel(got["frames"][0], extract_batch(model, [w], last, settings.normalize)[0]),
+            "embedding": rel(got["embedding"][0], extract_batch(model, [w], last, settings.normalize, "utterance")[0]),
+            "scores": rel(got["scores"][0], predict_batch(model, [w], settings.normalize)[0])}
+    batch_in = [wavs[400], wavs[48000], wavs[160000]]
+    batch = runner.run(batch_in)
+    worst = 0.0
+    for i, w in enumerate(batch_in):
+        one = runner.run([w])
+        t = one["frames"].shape[1]
+        worst = max(worst, rel(batch["frames"][i, :t], one["frames"][0]),
+                    *(rel(batch[k][i], one[k][0]) for k in ("embedding", "scores")))
+    report["padded_batch_vs_single"] = worst
     print(json.dumps(report))
     return report
 
@@ -154,7 +192,7 @@ def funasr_onnx(args) -> None:
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("stage", choices=["prepare", "time", "funasr", "funasr-onnx"])
+    p.add_argument("stage", choices=["prepare", "time", "equal", "funasr", "funasr-onnx"])
     p.add_argument("work", help="work folder")
     p.add_argument("--num", type=int, default=16, help="clips of 2-10 s (prepare)")
     p.add_argument("--rounds", type=int, default=5, help="timing rounds (time)")
@@ -164,7 +202,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(args):
-    return {"prepare": prepare, "time": time_all, "funasr": funasr_run, "funasr-onnx": funasr_onnx}[args.stage](args)
+    stages = {"prepare": prepare, "time": time_all, "equal": equal, "funasr": funasr_run, "funasr-onnx": funasr_onnx}
+    return stages[args.stage](args)
 
 
 if __name__ == "__main__":
