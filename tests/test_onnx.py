@@ -236,3 +236,20 @@ def test_bad_onnx_files_end_in_one_line_naming_the_file(exported, tmp_path):
 
     with pytest.raises(ExportFormatError, match="--opset 16: the graph needs opset 17"):
         onnx_format.write(record, str(tmp_path / "o16"), opset=16)
+
+
+def test_demo_report_section_shows_torch_and_onnx_rows():
+    from emotion2vec_plugin.demo.finetune_stage import format_section
+
+    m = lambda ua: {"WA": ua, "UA": ua, "macro_f1": ua, "weighted_f1": ua, "n_test": 16}  # noqa: E731
+    onnx = {"fp32": {**m(0.5625), "MiB": 6.2, "max_abs_score_diff_vs_torch": 3e-7, "labels_equal_torch": True},
+            "int8": {**m(0.5), "MiB": 2.1, "max_abs_score_diff_vs_torch": 2e-3, "labels_equal_torch": False}}
+    result = {"held_out": "spk5", "train_utterances": 240, "held_out_utterances": 16, "train_seconds": 30.0,
+              "finetuned": m(0.5625), "linear_probe": m(0.4375), "onnx": onnx}
+    text = format_section(result)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "WA" not in line]
+    assert [r.split(" | ")[-2:] for r in rows] == [["56.2", "56.2 |"], ["56.2", "56.2 |"], ["50.0", "50.0 |"],
+                                                   ["43.8", "43.8 |"]]
+    assert "onnxruntime fp32" in rows[1] and "int8" in rows[2]
+    assert "int8 UA change -6.25 points" in text and "6.20 MiB; int8 2.10 MiB" in text
+    assert "ONNX" not in format_section({**result, "onnx": None})  # results from before the ONNX stage
