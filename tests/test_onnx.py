@@ -68,7 +68,7 @@ def test_interface_dynamic_axes_opset_and_config(exported):
     conf = json.loads((root / "onnx" / "config.json").read_text())
     assert conf["format"] == "emotion2vec_onnx" and conf["classifier"]["labels"] == LABELS
     assert conf["layers"] == [3] and conf["opset"] == 17 and conf["quantize"] is None
-    with pytest.raises(ExportFormatError, match="is an ONNX export"):  # a graph is not torch weights: read says what to do
+    with pytest.raises(ExportFormatError, match="is an ONNX export"):  # a graph, not torch weights: says what to do
         read_model(folder)
 
 

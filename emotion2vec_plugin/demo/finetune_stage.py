@@ -89,7 +89,8 @@ def onnx_predictions(finetuned: str, out: str, pred_args: List[str], torch_pred:
         exp_args = [finetuned, "--format", "onnx", "--out", folder] + (["--quantize", quantize] if quantize else [])
         commands.append("e2v-export " + " ".join(exp_args))
         export_cli.main(export_cli.get_parser().parse_args(exp_args))
-        args = [folder, *pred_args, "--out", os.path.join(out, f"heldout_onnx_{name}.json"), "--quiet", "--threads", "1"]
+        args = [folder, *pred_args, "--out", os.path.join(out, f"heldout_onnx_{name}.json"), "--quiet",
+                "--threads", "1"]
         commands.append("e2v-predict " + " ".join(args))
         pred = predict_cli.main(predict_cli.get_parser().parse_args(args))
         diff = max(abs(p["scores"][c] - q["scores"][c]) for p, q in zip(pred["predictions"], torch_pred["predictions"])
@@ -206,10 +207,11 @@ def format_section(result: Optional[dict]) -> str:
     lines += [f"| {name} | {100 * r['WA']:.1f} | {100 * r['UA']:.1f} |" for name, r in rows if r]
     if onnx:
         fp32, int8 = onnx["fp32"], onnx["int8"]
-        lines.append(f"\nONNX export (`finetune/onnx`, {fp32['MiB']:.2f} MiB; int8 {int8['MiB']:.2f} MiB): largest score "
-                     f"difference to the torch model {fp32['max_abs_score_diff_vs_torch']:.1e} (int8 "
+        lines.append(f"\nONNX export (`finetune/onnx`, {fp32['MiB']:.2f} MiB; int8 {int8['MiB']:.2f} MiB): largest "
+                     f"score difference to the torch model {fp32['max_abs_score_diff_vs_torch']:.1e} (int8 "
                      f"{int8['max_abs_score_diff_vs_torch']:.1e}); labels equal to torch: {fp32['labels_equal_torch']} "
-                     f"(int8 {int8['labels_equal_torch']}); int8 UA change {100 * (int8['UA'] - fp32['UA']):+.2f} points.")
+                     f"(int8 {int8['labels_equal_torch']}); int8 UA change "
+                     f"{100 * (int8['UA'] - fp32['UA']):+.2f} points.")
     ft, lin = result["finetuned"]["UA"], result["linear_probe"]["UA"]
     lines.append(f"\nFine-tuned minus linear probe: {100 * (ft - lin):+.1f} UA points on one speaker "
                  f"({result['held_out_utterances']} utterances).\n")

@@ -39,7 +39,7 @@ def export_graph(record: ModelRecord, path: str, layers: Optional[Sequence[int]]
     (default: the last)."""
     import torch
 
-    from ..formats.load import build_classifier, build_encoder
+    from .load import build_classifier, build_encoder
     from ..modules.export_graph import ExportGraph
 
     if record.is_classifier:

@@ -90,9 +90,9 @@ def main(args) -> dict:
         num_layers = runner.config["encoder"]["prenet_depth"] + runner.config["encoder"]["depth"]
         layers = [i - 1 for i in exported]
         if args.layers and sorted(set(select_layers(num_layers, args.layers))) != layers:
-            raise OnnxExportError(f"{args.model}: its graph averages blocks {exported} (chosen at export); for --layers "
-                                  f"{' '.join(map(str, args.layers))} re-export with e2v-export ... --format onnx "
-                                  f"--layers {' '.join(map(str, args.layers))}")
+            wanted = " ".join(map(str, args.layers))
+            raise OnnxExportError(f"{args.model}: its graph averages blocks {exported} (chosen at export); for "
+                                  f"--layers {wanted} re-export with e2v-export ... --format onnx --layers {wanted}")
 
         def featurize(wavs):
             return runner.extract(wavs, args.granularity)

@@ -19,8 +19,8 @@ def frames_for_samples(layers: List[Tuple[int, int, int]], num_samples: int) -> 
 
 def clip_problem(wav: np.ndarray, layers: Optional[List[Tuple[int, int, int]]], min_frames: int = 1) -> Optional[str]:
     """Why a decoded clip [S] cannot go through a CNN with ``layers``, or None: it gives fewer than
-    ``min_frames`` frames (not checked when ``layers`` is None), or it holds NaN/inf samples. The one usable-clip rule of training,
-    e2v-predict and the training probe.
+    ``min_frames`` frames (not checked when ``layers`` is None), or it holds NaN/inf samples. The one
+    usable-clip rule of training, e2v-predict and the training probe.
 
     Inference needs one frame. Training asks for 2 (``data/audio_dataset.py``): a batch is cropped
     to its shortest clip, and the teacher targets are instance-normalised over time, which
