@@ -253,3 +253,13 @@ def test_demo_report_section_shows_torch_and_onnx_rows():
     assert "onnxruntime fp32" in rows[1] and "int8" in rows[2]
     assert "int8 UA change -6.25 points" in text and "6.20 MiB; int8 2.10 MiB" in text
     assert "ONNX" not in format_section({**result, "onnx": None})  # results from before the ONNX stage
+
+
+def test_onnx_only_options_are_refused_for_other_formats(exported, tmp_path):
+    root, _ = exported
+    args = dict(checkpoint=str(root / "plugin"), out=str(tmp_path / "p"), format="plugin", random_init=None, opset=17)
+    with pytest.raises(ExportFormatError, match="--quantize apply to --format onnx only"):
+        export_cli.main(argparse.Namespace(**args, layers=None, quantize="int8"))
+    with pytest.raises(Exception, match=r"--layers 9: the model has blocks 1\.\.3"):
+        export_cli.main(argparse.Namespace(**{**args, "format": "onnx"}, layers=[9], quantize=None))
+    assert not (tmp_path / "p").exists()
