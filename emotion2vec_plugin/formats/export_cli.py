@@ -50,7 +50,7 @@ def get_parser() -> argparse.ArgumentParser:
                       help="blocks averaged into the graph's 'frames' output, 1-based or negative, as e2v-extract "
                            "(default: -1, the last)")
     onnx.add_argument("--quantize", choices=list(onnx_format.QUANTIZE), default=None,
-                      help="int8: dynamic int8 quantization of the MatMul/Gemm weights (about 3.5x smaller)")
+                      help="int8: dynamic int8 quantization of the MatMul/Gemm weights (base model 3.2x smaller)")
     onnx.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {DEFAULT_OPSET})")
     return p
 
