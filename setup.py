@@ -27,6 +27,9 @@ setup(
         "pyyaml",
         "av>=12",  # PyAV: FFmpeg inside its wheel, decodes MELD's mp4 and MEAD's m4a
         "h5py",  # CMU-MOSEI's labels (.csd) are HDF5
+        # e2v-export --format onnx (TorchScript exporter, no onnxscript needed) and its runner
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
     ],
     extras_require={"test": ["pytest", "pytest-xdist"]},
     entry_points={

@@ -24,4 +24,4 @@ fi
 # whatever torch pip resolves.
 .venv/bin/python -m pip install -q "torch==2.9.1" "torchaudio==2.9.1" "ve-fairseq==0.12.3"
 .venv/bin/python -m pip install -q -e ".[test]"
-.venv/bin/python -c "import av, h5py, fairseq, torch, emotion2vec_plugin; print(f'emotion2vec_plugin ready: torch {torch.__version__}, fairseq {fairseq.__version__}')"
+.venv/bin/python -c "import av, h5py, onnx, onnxruntime, fairseq, torch, emotion2vec_plugin; print(f'emotion2vec_plugin ready: torch {torch.__version__}, fairseq {fairseq.__version__}')"

@@ -65,6 +65,12 @@ def test_quick_demo_end_to_end_and_resumable(tmp_path):
     assert [f["group"] for f in linear["folds"]] == ["spk0", "spk1", "spk2"]
     assert ft["linear_probe"]["UA"] == linear["folds"][2]["UA"] and ft["linear_probe"]["n_test"] == 16
     assert "## Fine-tuning, speaker spk2 held out" in (work / "report.md").read_text()
+    # the same fine-tuned classifier exported to ONNX (fp32, int8) and run by onnxruntime on spk2
+    onnx = ft["onnx"]
+    assert onnx["fp32"]["labels_equal_torch"] and onnx["fp32"]["max_abs_score_diff_vs_torch"] < 1e-4
+    assert onnx["fp32"]["UA"] == ft["finetuned"]["UA"] and 0 < onnx["int8"]["MiB"] < onnx["fp32"]["MiB"]
+    assert len(json.loads((work / "finetune" / "heldout_onnx_int8.json").read_text())["predictions"]) == 16
+    assert "the same fine-tuned model as ONNX, onnxruntime fp32" in (work / "report.md").read_text()
     assert "verdict:" in log and "| features | WA | UA | macro-F1 | weighted-F1 |" in log
     # the second task (pitch contours, 2 speakers in --quick): probed and reported beside the first
     contour = report["contour"]

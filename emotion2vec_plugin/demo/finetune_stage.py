@@ -15,12 +15,16 @@ training (each step is the named CLI's own ``main``; the commands are logged and
    the held-out speaker never steers it: the model scored is ``checkpoint_last.pt``);
 3. ``e2v-predict .../checkpoint_last.pt WORK/finetune/labels/valid.tsv --labels .../valid.emo
    --out WORK/finetune/heldout.json`` (WA / UA / macro-F1 / weighted-F1 and a confusion plot);
-4. ``e2v-probe WORK/features/pretrained/demo WORK/labels/demo.emo --groups WORK/labels/demo.group
+4. ``e2v-export .../checkpoint_last.pt --format onnx --out WORK/finetune/onnx`` (and ``--quantize int8``
+   to ``WORK/finetune/onnx_int8``), then ``e2v-predict`` of each on the same speaker: the deployable
+   graph run by onnxruntime, its scores against the torch path's and the int8 graph's UA change;
+5. ``e2v-probe WORK/features/pretrained/demo WORK/labels/demo.emo --groups WORK/labels/demo.group
    --probe linear --out WORK/finetune/linear_probe.json``: leave-one-speaker-out on the mean-pooled
    features of the same pretrained model (stage 5); its fold for the held-out speaker is trained
    on the same speakers as the fine-tuning.
 
-Writes ``WORK/finetune/result.json`` (both scores on the held-out speaker, the MLP probe's fold from
+Writes ``WORK/finetune/result.json`` (the scores on the held-out speaker, ``onnx``: the ONNX
+exports' metrics, sizes and largest score difference to torch, the MLP probe's fold from
 stage 6 when there, the commands); :func:`format_section` is the report's section on it.
 """
 
@@ -72,6 +76,32 @@ def _fold(probe_result: dict, group: str) -> Optional[Dict[str, float]]:
     return None
 
 
+def onnx_predictions(finetuned: str, out: str, pred_args: List[str], torch_pred: dict,
+                     commands: List[str]) -> Dict[str, dict]:
+    """Export ``finetuned`` to ONNX (fp32 and int8) under ``out`` and run e2v-predict on each with
+    ``pred_args`` (inputs, ``--labels``): {"fp32"/"int8": metrics, MiB, max |score - torch score|}."""
+    from ..formats import export_cli
+    from ..inference import predict_cli
+
+    result = {}
+    for name, quantize in (("fp32", None), ("int8", "int8")):
+        folder = os.path.join(out, "onnx" if quantize is None else "onnx_int8")
+        exp_args = [finetuned, "--format", "onnx", "--out", folder] + (["--quantize", quantize] if quantize else [])
+        commands.append("e2v-export " + " ".join(exp_args))
+        export_cli.main(export_cli.get_parser().parse_args(exp_args))
+        args = [folder, *pred_args, "--out", os.path.join(out, f"heldout_onnx_{name}.json"), "--quiet",
+                "--threads", "1"]
+        commands.append("e2v-predict " + " ".join(args))
+        pred = predict_cli.main(predict_cli.get_parser().parse_args(args))
+        diff = max(abs(p["scores"][c] - q["scores"][c]) for p, q in zip(pred["predictions"], torch_pred["predictions"])
+                   for c in p["scores"])
+        result[name] = {k: pred["metrics"][k] for k in METRICS} | {
+            "MiB": round(os.path.getsize(os.path.join(folder, "model.onnx")) / 2**20, 3),
+            "max_abs_score_diff_vs_torch": diff, "labels_equal_torch": all(
+                p["label"] == q["label"] for p, q in zip(pred["predictions"], torch_pred["predictions"]))}
+    return result
+
+
 def run(work: str, held_out: Optional[str], overrides: List[str]) -> dict:
     from ..inference import predict_cli
     from ..evaluation import probe_cli
@@ -118,6 +148,7 @@ def run(work: str, held_out: Optional[str], overrides: List[str]) -> dict:
                  "--out", os.path.join(out, "heldout.json"), "--quiet"]
     commands.append("e2v-predict " + " ".join(pred_args))
     pred = predict_cli.main(predict_cli.get_parser().parse_args(pred_args))
+    onnx = onnx_predictions(finetuned, out, pred_args[1:4], pred, commands)
 
     probe_args = [feats, split + ".emo", "--groups", group_path, "--probe", "linear",
                   "--out", os.path.join(out, "linear_probe.json")]
@@ -138,6 +169,7 @@ def run(work: str, held_out: Optional[str], overrides: List[str]) -> dict:
         "linear_probe": _fold(linear, spk),
         "linear_probe_all_speakers_UA": linear["summary"]["UA"]["mean"],
         "mlp_probe": mlp,
+        "onnx": onnx,
         "train_seconds": round(train_seconds, 1),
         "overrides": overrides,
         "commands": commands,
@@ -168,7 +200,18 @@ def format_section(result: Optional[dict]) -> str:
              f"{result['train_seconds']} s), scored on the {result['held_out_utterances']} utterances of "
              f"{result['held_out']}; the probes' fold for {result['held_out']} is trained on the same speakers.\n",
              "| model | WA | UA |", "|---|---|---|"]
+    onnx = result.get("onnx") or {}
+    if onnx:
+        rows[1:1] = [("the same fine-tuned model as ONNX, onnxruntime fp32", onnx["fp32"]),
+                     ("the same, ONNX int8 (dynamic quantization of the MatMul weights)", onnx["int8"])]
     lines += [f"| {name} | {100 * r['WA']:.1f} | {100 * r['UA']:.1f} |" for name, r in rows if r]
+    if onnx:
+        fp32, int8 = onnx["fp32"], onnx["int8"]
+        lines.append(f"\nONNX export (`finetune/onnx`, {fp32['MiB']:.2f} MiB; int8 {int8['MiB']:.2f} MiB): largest "
+                     f"score difference to the torch model {fp32['max_abs_score_diff_vs_torch']:.1e} (int8 "
+                     f"{int8['max_abs_score_diff_vs_torch']:.1e}); labels equal to torch: {fp32['labels_equal_torch']} "
+                     f"(int8 {int8['labels_equal_torch']}); int8 UA change "
+                     f"{100 * (int8['UA'] - fp32['UA']):+.2f} points.")
     ft, lin = result["finetuned"]["UA"], result["linear_probe"]["UA"]
     lines.append(f"\nFine-tuned minus linear probe: {100 * (ft - lin):+.1f} UA points on one speaker "
                  f"({result['held_out_utterances']} utterances).\n")

@@ -5,16 +5,18 @@ Every format module has ``NAME``, ``HELP`` (for ``e2v-export --format``), ``MARK
 file), ``write(record, out) -> path`` and ``read(path, trust) -> ModelRecord``
 (:class:`~emotion2vec_plugin.checkpoint.model_record.ModelRecord`). :data:`FORMATS` lists them;
 ``e2v-export``, the loaders (``formats/load.py``) and the classifier's ``model.init_from`` find
-formats here only. A new format (ONNX next) is one new module plus one entry in :data:`FORMATS`.
+formats here only. A new format is one new module plus one entry in :data:`FORMATS`. ``onnx`` writes
+only (``write`` takes its own keywords ``layers``, ``quantize``, ``opset``); its folders are run
+by ``inference/onnx_runtime.py``, and its ``read`` says so.
 """
 
 import os
 from types import ModuleType
 
 from ..checkpoint.model_record import ExportFormatError
-from . import emotion2vec, funasr, plugin
+from . import emotion2vec, funasr, onnx, plugin
 
-FORMATS = {m.NAME: m for m in (plugin, emotion2vec, funasr)}
+FORMATS = {m.NAME: m for m in (plugin, emotion2vec, funasr, onnx)}
 
 
 def detect_folder(path: str) -> ModuleType:

@@ -13,7 +13,10 @@ features equal its one-by-one features (tested). Output, in manifest order:
 Per-utterance files are written atomically and skipped when present, so an interrupted run
 resumes where it stopped. ``MODEL = fbank`` writes 80-dim log-mel filterbanks (Kaldi-style,
 25 ms windows every 10 ms, ``torchaudio.compliance.kaldi.fbank``) in the same layout: the
-baseline the paper's tables compare against.
+baseline the paper's tables compare against. An ``onnx`` export folder (``e2v-export --format
+onnx``) runs on onnxruntime's CPU provider (``inference/onnx_runtime.py``) with the same batches
+and files; its blocks were chosen at export (``e2v-export --layers``), so ``--layers`` may only
+repeat them. ``--threads`` sets onnxruntime's (or torch's) intra-op threads.
 """
 
 import argparse
@@ -29,23 +32,11 @@ from ..cli import run_main
 from ..data.feature_store import save_stacked
 from ..data.manifest import ManifestError, first_missing_files, read_manifest, read_mono
 from ..formats.load import load_pretrained
-from ..modules.layer_spec import block_index
+from ..modules.layer_spec import select_layers  # noqa: F401  (also this module's name for it)
 from .featurizer import extract_batch, fbank_features, plan_batches
+from .onnx_runtime import OnnxExportError, OnnxRunner, is_onnx_folder
 
 logger = logging.getLogger(__name__)
-
-
-def select_layers(num_layers: int, layers: Optional[Sequence[int]]) -> List[int]:
-    """0-based block indices from user indices (1-based, or negative from the end; default: last)."""
-    if not layers:
-        return [num_layers - 1]
-    out = []
-    for layer in layers:
-        i = block_index(layer, num_layers)
-        if i is None:
-            raise ValueError(f"--layers {layer}: the model has blocks 1..{num_layers} (or -1..-{num_layers})")
-        out.append(i)
-    return out
 
 
 def npy_relpath(name: str) -> str:
@@ -54,7 +45,7 @@ def npy_relpath(name: str) -> str:
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Extract emotion2vec features for every utterance of a manifest.")
-    p.add_argument("model", help="e2v-export folder (plugin or funasr format), a checkpoint (ours or released), "
+    p.add_argument("model", help="e2v-export folder (plugin, funasr or onnx format), a checkpoint (ours or released), "
                                  "or 'fbank' for the log-mel filterbank baseline")
     p.add_argument("manifest", help="fairseq manifest (.tsv) listing 16 kHz mono audio")
     p.add_argument("--out", required=True, help="output folder")
@@ -70,6 +61,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default=None, help="stacked file prefix (default: the manifest name, e.g. train)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of onnxruntime (onnx MODEL) or torch (default: the library's own)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="unpickle a checkpoint MODEL without restriction (runs any code it holds); by default only "
@@ -88,7 +81,24 @@ def main(args) -> dict:
 
         def featurize(wavs):
             return fbank_features(wavs, args.granularity)
+    elif is_onnx_folder(args.model):
+        if args.device != "cpu" or args.dtype != "fp32":
+            raise OnnxExportError(f"{args.model} is an ONNX export, run by onnxruntime on the CPU in its graph's "
+                                  f"dtypes: drop --device / --dtype (or use the plugin export for torch)")
+        runner = OnnxRunner(args.model, getattr(args, "threads", None))
+        sample_rate, exported = runner.settings.sample_rate, runner.config["layers"]
+        num_layers = runner.config["encoder"]["prenet_depth"] + runner.config["encoder"]["depth"]
+        layers = [i - 1 for i in exported]
+        if args.layers and sorted(set(select_layers(num_layers, args.layers))) != layers:
+            wanted = " ".join(map(str, args.layers))
+            raise OnnxExportError(f"{args.model}: its graph averages blocks {exported} (chosen at export); for "
+                                  f"--layers {wanted} re-export with e2v-export ... --format onnx --layers {wanted}")
+
+        def featurize(wavs):
+            return runner.extract(wavs, args.granularity)
     else:
+        if getattr(args, "threads", None):
+            torch.set_num_threads(args.threads)
         model, settings = load_pretrained(args.model, args.device, getattr(args, "trust_checkpoint", False))
         sample_rate, layers = settings.sample_rate, select_layers(model.num_layers, args.layers)
 

@@ -13,7 +13,7 @@ rounding of differently shaped matrix products (tested). Which clips are usable 
 :func:`~emotion2vec_plugin.modules.feature_extractor.clip_problem` (at least one CNN frame, no NaN).
 """
 
-from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,25 +22,11 @@ from ..data.padding import crop_and_pad
 from ..modules.classifier import Emotion2vecClassifierNet
 from ..modules.encoder import Emotion2vecEncoder, normalize_waveform
 from ..modules.pooling import masked_mean
+from .batching import plan_batches  # noqa: F401  (torch-free there, for the ONNX path)
 
 # Kaldi log-mel framing (25 ms windows every 10 ms at 16 kHz) written as a CNN spec, so that
 # clip_problem and frames_for_samples count filterbank frames too: 1 + (S - 400) // 160
 FBANK_FRAMING = [(80, 400, 160)]
-
-
-def plan_batches(sizes: Sequence[int], todo: Iterable[int], batch_size: int, max_samples: int) -> List[List[int]]:
-    """Indices of ``todo``, longest first; a batch grows while count <= batch_size and
-    count * longest <= max_samples."""
-    order = sorted(todo, key=lambda i: -sizes[i])
-    batches, current = [], []
-    for i in order:
-        if current and (len(current) + 1 > batch_size or (len(current) + 1) * sizes[current[0]] > max_samples):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
 
 
 class Batch(NamedTuple):

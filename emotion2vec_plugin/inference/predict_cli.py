@@ -1,7 +1,7 @@
 """``e2v-predict MODEL INPUT...``: emotion labels and class scores for audio files with a fine-tuned classifier.
 
-MODEL is an ``e2v-export`` folder of a fine-tuned classifier (``plugin`` or ``funasr`` format,
-also FunASR's emotion2vec+ folders) or a fine-tuning checkpoint. INPUT is any mix of audio files,
+MODEL is an ``e2v-export`` folder of a fine-tuned classifier (``plugin``, ``funasr`` or ``onnx``
+format, also FunASR's emotion2vec+ folders) or a fine-tuning checkpoint. INPUT is any mix of audio files,
 folders (searched recursively for .wav/.flac/.ogg) and fairseq manifests (``.tsv``, e.g. from
 ``e2v-labels``). For every file: the top label and the softmax score of every class, computed
 like FunASR's ``generate(..., granularity="utterance")`` (per-utterance normalisation, mean of
@@ -15,6 +15,10 @@ samples, too short for the CNN) is named with the reason and skipped; it never s
 manifest) adds WA, UA, macro-F1, weighted-F1 and a confusion-matrix plot. A plain encoder
 export (no head) gives mean-pooled utterance embeddings instead of labels (``--out FILE.json``);
 ``--labels`` then asks for a classifier.
+
+An ``onnx`` folder runs on onnxruntime's CPU provider (``inference/onnx_runtime.py``) with the same
+batching, outputs and files, and this process then never imports torch (its import alone takes
+about 1.5 s); ``--threads`` sets onnxruntime's (or torch's) intra-op threads.
 """
 
 import argparse
@@ -25,16 +29,15 @@ import time
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ..cli import run_main
 from ..data.manifest import AudioReadError, read_manifest, read_mono
 from ..errors import Emotion2vecError
-from ..formats.load import load_classifier
+from ..modules.clip_rules import clip_problem
 from ..modules.config import parse_conv_layers
-from ..modules.feature_extractor import clip_problem
-from .featurizer import plan_batches, predict_batch
+from .batching import plan_batches
+from .onnx_runtime import OnnxRunner, is_onnx_folder
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +84,22 @@ def audio_length(item: AudioItem) -> Optional[int]:
         return None
 
 
-def predict_items(model: torch.nn.Module, settings, items: Sequence[AudioItem], batch_size: int,
-                  max_batch_seconds: float = 160.0, dtype: torch.dtype = torch.float32, quiet: bool = True
+def predict_items(model, settings, items: Sequence[AudioItem], batch_size: int,
+                  max_batch_seconds: float = 160.0, dtype=None, quiet: bool = True
                   ) -> Tuple[Dict[int, np.ndarray], Dict[int, str], float, float]:
-    """Run ``model`` over ``items`` in length-sorted batches: (outputs by item index, skip reasons
-    by item index, audio seconds predicted, wall seconds)."""
+    """Run ``model`` (a torch module, or an :class:`OnnxRunner` whose ``settings`` are passed) over
+    ``items`` in length-sorted batches: (outputs by item index, skip reasons by item index, audio
+    seconds predicted, wall seconds). ``dtype``: torch autocast dtype (None: fp32; torch only)."""
     start = time.perf_counter()  # header reads count too
-    conv_layers = parse_conv_layers(model.encoder_cfg.conv_feature_layers)
+    if isinstance(model, OnnxRunner):
+        conv_layers, predict = model.conv_layers, model.predict
+    else:
+        from .featurizer import predict_batch
+
+        conv_layers = parse_conv_layers(model.encoder_cfg.conv_feature_layers)
+
+        def predict(wavs):
+            return predict_batch(model, wavs, settings.normalize, *([dtype] if dtype is not None else []))
     skipped: Dict[int, str] = {}
     sizes = []
     for i, item in enumerate(items):
@@ -118,7 +130,7 @@ def predict_items(model: torch.nn.Module, settings, items: Sequence[AudioItem], 
                 wavs.append(wav)
                 seconds += len(wav) / settings.sample_rate
             if good:
-                for i, row in zip(good, predict_batch(model, wavs, settings.normalize, dtype)):
+                for i, row in zip(good, predict(wavs)):
                     outputs[i] = row
             bar.update(len(batch))
     return outputs, skipped, seconds, time.perf_counter() - start
@@ -139,8 +151,8 @@ def read_expected_labels(path: str, count: int, classes: Sequence[str]) -> List[
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Predict speech emotion labels with a fine-tuned emotion2vec classifier.")
-    p.add_argument("model", help="e2v-export folder of a classifier (plugin or funasr), a FunASR emotion2vec+ folder, "
-                                 "or a fine-tuning checkpoint (checkpoints/checkpoint_best.pt)")
+    p.add_argument("model", help="e2v-export folder of a classifier (plugin, funasr or onnx), a FunASR emotion2vec+ "
+                                 "folder, or a fine-tuning checkpoint (checkpoints/checkpoint_best.pt)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders and/or manifests (.tsv)")
     p.add_argument("--out", default=None, help="FILE.tsv (key, label, one score column per class) or FILE.json; "
                                                "default: TSV on stdout")
@@ -151,16 +163,46 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None,
                    help="max files per batch (default: 1 on CPU, where batching is memory-bound, 16 on GPU)")
     p.add_argument("--max-batch-seconds", type=float, default=160.0, help="max padded audio per batch")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--device", default="cpu", help="torch device (an onnx MODEL runs on the CPU)")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="torch autocast dtype (an onnx MODEL runs in the dtypes of its graph)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of onnxruntime (onnx MODEL) or torch (default: the library's own)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="unpickle a checkpoint MODEL without restriction (runs any code it holds)")
     return p
 
 
-def main(args) -> Dict[str, object]:
+def check_onnx_args(args) -> None:
+    """An onnx MODEL runs on onnxruntime's CPU provider in its graph's dtypes: refuse torch-only settings."""
+    if getattr(args, "device", "cpu") != "cpu" or getattr(args, "dtype", "fp32") != "fp32":
+        raise PredictInputError(f"{args.model} is an ONNX export, run by onnxruntime on the CPU in its graph's dtypes: "
+                                f"drop --device {args.device} / --dtype {args.dtype} (or use the plugin export for "
+                                f"torch on a GPU)")
+
+
+def load_model(args):
+    """(model, class names, settings, dtype or None): an :class:`OnnxRunner` for an onnx folder (torch
+    never imported), else the torch model of ``formats/load.py`` on ``--device``."""
+    threads = getattr(args, "threads", None)
+    if is_onnx_folder(args.model):
+        check_onnx_args(args)
+        runner = OnnxRunner(args.model, threads)
+        return runner, runner.labels, runner.settings, None
+    import torch
+
+    from ..formats.load import load_classifier
+
+    if threads:
+        torch.set_num_threads(threads)
     model, classes, settings = load_classifier(args.model, args.device, getattr(args, "trust_checkpoint", False))
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    return model, classes, settings, dtype
+
+
+def main(args) -> Dict[str, object]:
+    model, classes, settings, dtype = load_model(args)
     if classes is None and args.labels:
         raise PredictInputError(f"{args.model} is an encoder export without a classifier head, so it has no labels to "
                                 f"score against {args.labels}: fine-tune one (recipes/finetune) and export it, or use "
@@ -172,8 +214,7 @@ def main(args) -> Dict[str, object]:
     if not items:
         raise PredictInputError(f"no audio files in {args.inputs}")
     expected = read_expected_labels(args.labels, len(items), classes) if args.labels else None
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    batch_size = args.batch_size or (1 if torch.device(args.device).type == "cpu" else 16)
+    batch_size = args.batch_size or (1 if args.device.split(":")[0] == "cpu" else 16)
     outputs, skipped, seconds, elapsed = predict_items(model, settings, items, batch_size, args.max_batch_seconds,
                                                        dtype, args.quiet)
     for i in sorted(skipped):

@@ -2,11 +2,11 @@
 
 from typing import List, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .clip_rules import clip_problem, frames_for_samples  # noqa: F401  (their home before; torch-free there)
 from .layers import Fp32LayerNorm, TransposeLast
 
 
@@ -69,31 +69,6 @@ class ConvFeatureExtractor(nn.Module):
             x = F.linear(windows.reshape(x.size(0), windows.size(1), -1), conv.weight.view(conv.out_channels, -1))
             x = act(norm(dropout(x)))  # [B, T_out, C_out]
         return x.transpose(1, 2)  # [B, C, T]
-
-
-def frames_for_samples(layers: List[Tuple[int, int, int]], num_samples: int) -> int:
-    """Python-int version of :meth:`ConvFeatureExtractor.output_lengths` (for data loaders)."""
-    n = num_samples
-    for _, kernel, stride in layers:
-        n = (n - kernel) // stride + 1
-    return max(n, 0)
-
-
-def clip_problem(wav: np.ndarray, layers: Optional[List[Tuple[int, int, int]]], min_frames: int = 1) -> Optional[str]:
-    """Why a decoded clip [S] cannot go through a CNN with ``layers``, or None: it gives fewer than
-    ``min_frames`` frames (not checked when ``layers`` is None), or it holds NaN/inf samples. The one usable-clip rule of training,
-    e2v-predict and the training probe.
-
-    Inference needs one frame. Training asks for 2 (``data/audio_dataset.py``): a batch is cropped
-    to its shortest clip, and the teacher targets are instance-normalised over time, which
-    ``F.instance_norm`` refuses for a single frame.
-    """
-    if layers is not None and frames_for_samples(layers, len(wav)) < min_frames:
-        need = "the CNN's receptive field" if min_frames == 1 else f"the CNN needs for {min_frames} frames"
-        return f"{len(wav)} samples is shorter than {need}"
-    if not np.isfinite(wav).all():
-        return f"{int((~np.isfinite(wav)).sum())} NaN/inf samples"
-    return None
 
 
 def frame_padding_mask(

@@ -22,6 +22,20 @@ def block_index(k: int, num_layers: int) -> Optional[int]:
     return i if k != 0 and 0 <= i < num_layers else None
 
 
+def select_layers(num_layers: int, layers: Optional[Sequence[int]]) -> List[int]:
+    """0-based block indices from user indices (``--layers`` of e2v-extract and e2v-export: 1-based,
+    or negative from the end; default: the last block)."""
+    if not layers:
+        return [num_layers - 1]
+    out = []
+    for layer in layers:
+        i = block_index(layer, num_layers)
+        if i is None:
+            raise LayerSpecError(f"--layers {layer}: the model has blocks 1..{num_layers} (or -1..-{num_layers})")
+        out.append(i)
+    return out
+
+
 def parse_layer_specs(spec: str, num_layers: int) -> List[Tuple[str, List[int]]]:
     """``"last,mean,3,-2"`` -> [(name, 0-based block indices averaged)].
 
