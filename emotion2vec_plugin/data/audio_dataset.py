@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from fairseq.data import FairseqDataset
 
-from ..modules.feature_extractor import clip_problem, frames_for_samples
+from ..modules.clip_rules import clip_problem, frames_for_samples
 from ..modules.masking import compute_span_mask
 from .manifest import AudioReadError, Manifest, read_mono
 from .worker_memory import release_free_heap

@@ -20,7 +20,6 @@ from ..checkpoint.fairseq_checkpoint import (is_classifier_checkpoint, read_clas
 from ..checkpoint.model_record import ExportFormatError, ModelRecord, with_random_weights
 from ..checkpoint.safe_load import load_checkpoint
 from ..cli import run_main
-from ..modules.encoder import Emotion2vecEncoder
 from ..modules.layer_spec import select_layers
 from ..onnx_interface import DEFAULT_OPSET
 from . import FORMATS

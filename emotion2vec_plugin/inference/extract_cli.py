@@ -32,9 +32,10 @@ from ..cli import run_main
 from ..data.feature_store import save_stacked
 from ..data.manifest import ManifestError, first_missing_files, read_manifest, read_mono
 from ..formats.load import load_pretrained
-from ..modules.layer_spec import select_layers  # noqa: F401  (also this module's name for it)
-from .featurizer import extract_batch, fbank_features, plan_batches
-from .onnx_runtime import OnnxExportError, OnnxRunner, is_onnx_folder
+from ..modules.layer_spec import select_layers
+from .batching import plan_batches
+from .featurizer import extract_batch, fbank_features
+from .onnx_runtime import OnnxExportError, OnnxRunner, is_onnx_folder, refuse_torch_settings
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +83,7 @@ def main(args) -> dict:
         def featurize(wavs):
             return fbank_features(wavs, args.granularity)
     elif is_onnx_folder(args.model):
-        if args.device != "cpu" or args.dtype != "fp32":
-            raise OnnxExportError(f"{args.model} is an ONNX export, run by onnxruntime on the CPU in its graph's "
-                                  f"dtypes: drop --device / --dtype (or use the plugin export for torch)")
+        refuse_torch_settings(args.model, args.device, args.dtype)
         runner = OnnxRunner(args.model, getattr(args, "threads", None))
         sample_rate, exported = runner.settings.sample_rate, runner.config["layers"]
         num_layers = runner.config["encoder"]["prenet_depth"] + runner.config["encoder"]["depth"]

@@ -10,7 +10,7 @@
 
 Padding is exact end to end, so a batched utterance gets its one-by-one features up to fp32
 rounding of differently shaped matrix products (tested). Which clips are usable at all is
-:func:`~emotion2vec_plugin.modules.feature_extractor.clip_problem` (at least one CNN frame, no NaN).
+:func:`~emotion2vec_plugin.modules.clip_rules.clip_problem` (at least one CNN frame, no NaN).
 """
 
 from typing import List, NamedTuple, Optional, Sequence, Tuple
@@ -22,7 +22,6 @@ from ..data.padding import crop_and_pad
 from ..modules.classifier import Emotion2vecClassifierNet
 from ..modules.encoder import Emotion2vecEncoder, normalize_waveform
 from ..modules.pooling import masked_mean
-from .batching import plan_batches  # noqa: F401  (torch-free there, for the ONNX path)
 
 # Kaldi log-mel framing (25 ms windows every 10 ms at 16 kHz) written as a CNN spec, so that
 # clip_problem and frames_for_samples count filterbank frames too: 1 + (S - 400) // 160

@@ -53,6 +53,14 @@ def is_onnx_folder(path: str) -> bool:
     return isinstance(conf, dict) and conf.get(spec.MARKER_KEY) == spec.MARKER_VALUE
 
 
+def refuse_torch_settings(model: str, device: str, dtype: str) -> None:
+    """An ONNX export runs on onnxruntime's CPU provider in its graph's dtypes: refuse the torch-only
+    ``--device`` / ``--dtype`` of ``e2v-extract`` and ``e2v-predict``."""
+    if device != "cpu" or dtype != "fp32":
+        raise OnnxExportError(f"{model} is an ONNX export, run by onnxruntime on the CPU in its graph's dtypes: "
+                              f"drop --device {device} / --dtype {dtype} (or use the plugin export for torch on a GPU)")
+
+
 def _first_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return text[:300] + ("..." if len(text) > 300 else "")

@@ -37,7 +37,7 @@ from ..errors import Emotion2vecError
 from ..modules.clip_rules import clip_problem
 from ..modules.config import parse_conv_layers
 from .batching import plan_batches
-from .onnx_runtime import OnnxRunner, is_onnx_folder
+from .onnx_runtime import OnnxRunner, is_onnx_folder, refuse_torch_settings
 
 logger = logging.getLogger(__name__)
 
@@ -174,20 +174,12 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_onnx_args(args) -> None:
-    """An onnx MODEL runs on onnxruntime's CPU provider in its graph's dtypes: refuse torch-only settings."""
-    if getattr(args, "device", "cpu") != "cpu" or getattr(args, "dtype", "fp32") != "fp32":
-        raise PredictInputError(f"{args.model} is an ONNX export, run by onnxruntime on the CPU in its graph's dtypes: "
-                                f"drop --device {args.device} / --dtype {args.dtype} (or use the plugin export for "
-                                f"torch on a GPU)")
-
-
 def load_model(args):
     """(model, class names, settings, dtype or None): an :class:`OnnxRunner` for an onnx folder (torch
     never imported), else the torch model of ``formats/load.py`` on ``--device``."""
     threads = getattr(args, "threads", None)
     if is_onnx_folder(args.model):
-        check_onnx_args(args)
+        refuse_torch_settings(args.model, getattr(args, "device", "cpu"), getattr(args, "dtype", "fp32"))
         runner = OnnxRunner(args.model, threads)
         return runner, runner.labels, runner.settings, None
     import torch

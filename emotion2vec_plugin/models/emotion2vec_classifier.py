@@ -31,7 +31,7 @@ from ..checkpoint.init_from import init_state, resolve_encoder_shape
 from ..formats.init_source import read_init_source
 from ..modules.classifier import Emotion2vecClassifierNet
 from ..modules.config import EncoderConfig, encoder_config_from, parse_conv_layers
-from ..modules.feature_extractor import frames_for_samples
+from ..modules.clip_rules import frames_for_samples
 from ..modules.finetune_masking import channel_masks, time_masks
 from .emotion2vec_model import mask_seed, tag_no_decay_parameters
 

@@ -6,7 +6,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .clip_rules import clip_problem, frames_for_samples  # noqa: F401  (their home before; torch-free there)
 from .layers import Fp32LayerNorm, TransposeLast
 
 

@@ -49,7 +49,7 @@ from ..checkpoint.safe_load import CheckpointReadError
 from ..errors import Emotion2vecError, describe
 from ..data.manifest import AudioReadError, Manifest, ManifestError, first_missing_files, sample_indices
 from ..modules.config import parse_conv_layers
-from ..modules.feature_extractor import frames_for_samples
+from ..modules.clip_rules import frames_for_samples
 
 logger = logging.getLogger(__name__)
 

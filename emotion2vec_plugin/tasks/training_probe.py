@@ -30,9 +30,9 @@ import torch.distributed as dist
 from ..data.label_files import LabelFileError, read_column_file
 from ..data.manifest import AudioReadError, read_manifest, read_mono
 from ..evaluation.linear_probe import NORMALIZE_MODES, LinearProbeError, linear_probe_cv
-from ..inference.featurizer import (FBANK_FRAMING, block_outputs, fbank_features, plan_batches, pooled_blocks,
-                                    prepare_batch)
-from ..modules.feature_extractor import clip_problem
+from ..inference.batching import plan_batches
+from ..inference.featurizer import FBANK_FRAMING, block_outputs, fbank_features, pooled_blocks, prepare_batch
+from ..modules.clip_rules import clip_problem
 from ..modules.layer_spec import combine_layers, parse_layer_specs
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,8 @@ import yaml
 from emotion2vec_plugin.data.synthetic import synth_utterance
 from emotion2vec_plugin.formats import export_cli as export
 from emotion2vec_plugin.formats.load import load_pretrained
-from emotion2vec_plugin.inference.featurizer import extract_batch, plan_batches
+from emotion2vec_plugin.inference.batching import plan_batches
+from emotion2vec_plugin.inference.featurizer import extract_batch
 from emotion2vec_plugin.models.emotion2vec_model import Emotion2vecConfig, Emotion2vecModel
 
 
