@@ -54,6 +54,7 @@ from collections import Counter
 from typing import Callable, Dict, List, Optional
 
 from emotion2vec_plugin.cli import run_main
+from emotion2vec_plugin.data.label_files import write_text_atomic
 from emotion2vec_plugin.data.manifest import TextFileError, read_utf8
 
 from .audio_manifest import (ManifestToolError, check_files, log_unreadable, summarise, write_manifest,
@@ -296,12 +297,6 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _write_atomic(path: str, text: str) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
-
 def main(args: argparse.Namespace) -> Dict[str, object]:
     """Read the labels, check the audio, write ``<split>.tsv/.emo/.group`` and the folds; return the summary.
 
@@ -332,7 +327,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     stem = os.path.join(args.dest, args.split)
     write_skipped(stem + ".skipped.tsv", base, results)
     if corpus.unmatched:
-        _write_atomic(stem + ".unmatched.tsv", "".join(line + "\n" for line in corpus.unmatched))
+        write_text_atomic(stem + ".unmatched.tsv", "".join(line + "\n" for line in corpus.unmatched))
     elif os.path.isfile(stem + ".unmatched.tsv"):
         os.remove(stem + ".unmatched.tsv")
     kept = [(result, item) for result, item in zip(results, items) if result.ok]
@@ -350,7 +345,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     write_manifest(stem + ".tsv.tmp", root, [(r.listed_rel, r.frames) for r, _ in kept])
     os.replace(stem + ".tsv.tmp", stem + ".tsv")
     for ext, values in ((".emo", [i.label for _, i in kept]), (".group", [i.group for _, i in kept])):
-        _write_atomic(stem + ext, "\n".join(values) + "\n")
+        write_text_atomic(stem + ext, "\n".join(values) + "\n")
     fold_counts = write_folds(folds_dir, root, parts) if parts is not None else {}
     if parts is None and remove_stale(folds_dir):
         logger.warning("removed %s, left by an earlier run: this run has no official folds", folds_dir)

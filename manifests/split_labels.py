@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from emotion2vec_plugin.cli import run_main
-from emotion2vec_plugin.data.label_files import read_column_file
+from emotion2vec_plugin.data.label_files import read_column_file, write_text_atomic
 from emotion2vec_plugin.data.labelled_split import LabelledDataError, read_labelled_split
 
 logger = logging.getLogger(__name__)
@@ -59,10 +59,7 @@ def write_split(dest: str, name: str, root: str, rows: List[Dict[str, str]], wit
     if with_groups:
         files["group"] = "".join(f"{r['group']}\n" for r in rows)
     for ext, text in files.items():
-        path = os.path.join(dest, f"{name}.{ext}")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        write_text_atomic(os.path.join(dest, f"{name}.{ext}"), text)
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -56,13 +56,17 @@ def read_column_file(path: str, what: str) -> List[str]:
     return values
 
 
+def write_text_atomic(path: str, text: str) -> None:
+    """``text`` into ``path`` as UTF-8 through ``path.tmp`` and a rename: a reader never sees half a file."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def write_label_file(names: Sequence[str], path: str) -> None:
     """One class name per line, class 0 first (also FunASR's ``tokens.txt`` layout); atomic."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(f"{n}\n" for n in names))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(f"{n}\n" for n in names))
 
 
 def read_label_file(path: str) -> List[str]:

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional
 
 from ..checkpoint.model_record import with_random_weights
 from ..cli import run_main
-from ..data.label_files import read_column_file
+from ..data.label_files import read_column_file, write_text_atomic
 from ..data.labelled_split import read_labelled_split
 from ..errors import Emotion2vecError
 from ..formats import plugin
@@ -151,13 +151,13 @@ def extract(model: str, corpus: Corpus, out: str, args) -> str:
             logger.info("%s: holds features of other settings (%s), extracting afresh", out, before.get("key"))
             shutil.rmtree(out)
     os.makedirs(out, exist_ok=True)
-    write_atomic(record, json.dumps({"key": key, "finished": False}, indent=2) + "\n")
+    write_text_atomic(record, json.dumps({"key": key, "finished": False}, indent=2) + "\n")
     argv = [model, corpus.tsv, "--out", out, "--prefix", corpus.name, "--device", args.device]
     argv += (["--layers", *map(str, args.layers)] if args.layers and model != "fbank" else [])
     argv += (["--batch-size", str(args.batch_size)] if args.batch_size else []) + (["--quiet"] if args.quiet else [])
     result = extract_cli.main(extract_cli.get_parser().parse_args(argv))
     logger.info("%s: extracted %d of %d utterances of %s", out, result["extracted"], result["utterances"], corpus.name)
-    write_atomic(record, json.dumps({"key": key, "finished": True}, indent=2) + "\n")
+    write_text_atomic(record, json.dumps({"key": key, "finished": True}, indent=2) + "\n")
     return prefix
 
 
@@ -255,8 +255,8 @@ def main(args) -> dict:
                                                            "normalize_per_group", "random_seed")},
                "metrics": list(METRICS), "rows": rows}
     os.makedirs(args.out, exist_ok=True)
-    write_atomic(os.path.join(args.out, "results.json"), json.dumps(results, indent=2) + "\n")
-    write_atomic(os.path.join(args.out, "results.md"), format_markdown(rows, title))
+    write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(results, indent=2) + "\n")
+    write_text_atomic(os.path.join(args.out, "results.md"), format_markdown(rows, title))
     plot_benchmark(rows, os.path.join(args.out, "results.png"), title)
     return results
 
@@ -271,12 +271,6 @@ def random_export(export: str, out: str, seed: int) -> str:
         plugin.write(record, out + ".tmp")
         os.replace(out + ".tmp", out)
     return out
-
-
-def write_atomic(path: str, text: str) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
